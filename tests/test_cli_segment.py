@@ -1,0 +1,186 @@
+"""``vostool segment`` end to end: outputs, reports, bad input, interrupted runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from synthetic import moving_objects, write_folder, write_mp4
+from vostool.cli import main
+from vostool.io.masks import DAVIS_PALETTE, read_index_png, write_index_png
+from vostool.io.video import open_video
+
+
+def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    try:
+        main(["segment", *[str(a) for a in args]])
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture()
+def clip(tmp_path: Path) -> dict:
+    frames, masks = moving_objects(14, 96, 128, objects=2, speed=1.0)
+    video = write_mp4(tmp_path / "clip.mp4", frames, fps=12)
+    pal = DAVIS_PALETTE.copy()
+    pal[1], pal[2] = (250, 20, 20), (20, 20, 250)
+    write_index_png(tmp_path / "m0.png", masks[0], pal)
+    return {"video": video, "mask": tmp_path / "m0.png", "frames": frames, "masks": masks, "palette": pal, "dir": tmp_path}
+
+
+def test_segment_mp4_writes_every_output(clip, capsys) -> None:
+    out = clip["dir"] / "out"
+    code, stdout, err = run([clip["video"], "--mask", clip["mask"], "-o", out, "--json", "--soft", "--mattes", "--overlay-frames"], capsys)
+    assert code == 0, err
+    summary = json.loads(stdout)
+    assert summary["frames"] == 14 and summary["method"] == "flow" and summary["flow"] == "dis"
+    assert summary["objects"] == [1, 2] and summary["resolution"] == [128, 96]
+    for stage in ("decode", "flow", "warp", "aggregate", "write"):
+        assert summary["stages"][stage]["median_ms"] >= 0 and "p95_ms" in summary["stages"][stage]
+    pngs = sorted((out / "masks").glob("*.png"))
+    assert [p.stem for p in pngs] == [f"{i:05d}" for i in range(14)]
+    img = Image.open(pngs[5])
+    assert img.mode == "P" and img.size == (128, 96)
+    assert tuple(np.array(img.getpalette()[:9]).reshape(3, 3)[1]) == (250, 20, 20)  # input palette kept
+    np.testing.assert_array_equal(read_index_png(pngs[0]), clip["masks"][0])
+    ov = open_video(out / "overlay.mp4")
+    assert ov.fps == pytest.approx(12) and ov.size == (128, 96) and len(list(ov)) == 14
+    assert len(list((out / "overlays").glob("*.png"))) == 14
+    soft = np.array(Image.open(out / "soft/2/00007.png"))
+    matte = np.array(Image.open(out / "mattes/2/00007.png"))
+    assert set(np.unique(matte)) <= {0, 255} and (matte > 0).sum() > 100
+    assert ((soft > 127) == (matte > 0)).mean() > 0.98
+    timing = json.loads((out / "timing.json").read_text())
+    assert len(timing["frames"]) == 14 and timing["summary"]["frames"] == 14
+    csv_lines = (out / "timing.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("frame,name,decode,flow,warp") and len(csv_lines) == 15
+    assert json.loads((out / "run.json").read_text())["status"] == "complete"
+
+
+def test_frame_folder_with_masks_dir_adds_objects(tmp_path, capsys) -> None:
+    frames, masks = moving_objects(10, 96, 128, objects=2, speed=1.0)
+    d = write_folder(tmp_path / "frames", frames, "frame_{:06d}.jpg")
+    md = tmp_path / "masks"
+    md.mkdir()
+    write_index_png(md / "frame_000000.png", np.where(masks[0] == 1, 1, 0).astype(np.uint8))
+    write_index_png(md / "frame_000004.png", np.where(masks[4] == 2, 2, 0).astype(np.uint8))
+    out = tmp_path / "out"
+    code, stdout, err = run([d, "--masks", md, "-o", out, "--no-overlay", "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(stdout)["objects"] == [1, 2]
+    assert not (out / "overlay.mp4").exists()
+    m3 = read_index_png(out / "masks/frame_000003.png")
+    m4 = read_index_png(out / "masks/frame_000004.png")
+    assert 2 not in np.unique(m3) and 2 in np.unique(m4)
+
+
+def _one_line_error(code: int, err: str, pattern: str) -> None:
+    assert code != 0
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    assert pattern in lines[0], lines[0]
+
+
+def test_bad_inputs_give_one_line_errors(clip, capsys) -> None:
+    d, v, m = clip["dir"], clip["video"], clip["mask"]
+    (d / "text.mp4").write_text("hello\n" * 100)
+    (d / "empty").mkdir()
+    small = d / "small.png"
+    write_index_png(small, clip["masks"][0][:48, :64])
+    blank = d / "blank.png"
+    write_index_png(blank, np.zeros((96, 128), np.uint8))
+    data = v.read_bytes()
+    (d / "cut.mp4").write_bytes(data[: len(data) // 3])
+    blocker = d / "file_not_dir"
+    blocker.write_text("x")
+    cases = [
+        ([d / "missing.mp4", "--mask", m], "video not found"),
+        ([d / "text.mp4", "--mask", m], "cannot decode video"),
+        ([d / "cut.mp4", "--mask", m], "mp4"),
+        ([d / "empty", "--mask", m], "no JPEG/PNG frames"),
+        ([v, "--mask", small], "--resize-mask"),
+        ([v, "--mask", blank], "has no object"),
+        ([v, "--mask", d / "nomask.png"], "mask file not found"),
+        ([v, "--mask", m, "--method", "magic"], "unknown method 'magic'"),
+        ([v, "--mask", m, "--flow", "sparse"], "unknown flow 'sparse'"),
+        ([v, "--mask", m, "--device", "cuda:7"] if not __import__("torch").cuda.is_available() else [v, "--mask", m, "--device", "tpu"], "device"),
+    ]
+    for i, (args, pattern) in enumerate(cases):
+        code, _, err = run([*args, "-o", d / f"o{i}"], capsys)
+        _one_line_error(code, err, pattern)
+        assert not (d / f"o{i}" / "timing.json").exists()
+    code, _, err = run([v, "--mask", m, "-o", blocker / "sub"], capsys)
+    _one_line_error(code, err, "cannot create output folder")
+    code, _, err = run([v, "-o", d / "x"], capsys)
+    _one_line_error(code, err, "no mask given")
+
+
+def test_resize_mask_and_existing_output(clip, capsys) -> None:
+    d = clip["dir"]
+    small = d / "small.png"
+    write_index_png(small, clip["masks"][0][::2, ::2])
+    code, _, err = run([clip["video"], "--mask", small, "--resize-mask", "-o", d / "o", "-q"], capsys)
+    assert code == 0, err
+    code, _, err = run([clip["video"], "--mask", small, "--resize-mask", "-o", d / "o", "-q"], capsys)
+    _one_line_error(code, err, "--resume")
+    code, _, err = run([clip["video"], "--mask", small, "--resize-mask", "-o", d / "o", "-q", "--overwrite"], capsys)
+    assert code == 0, err
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root can write anywhere")
+def test_unwritable_output(clip, capsys) -> None:
+    ro = clip["dir"] / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    code, _, err = run([clip["video"], "--mask", clip["mask"], "-o", ro / "o"], capsys)
+    _one_line_error(code, err, "cannot create output folder")
+
+
+def test_killed_run_resumes_to_identical_masks(tmp_path) -> None:
+    frames, masks = moving_objects(150, 96, 128, objects=2, speed=1.0)
+    d = write_folder(tmp_path / "frames", frames)
+    write_index_png(tmp_path / "m.png", masks[0])
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "vostool", "segment", str(d), "--mask", str(tmp_path / "m.png"), "-q", "--checkpoint-every", "10"]
+    ref = tmp_path / "ref"
+    subprocess.run([*cmd, "-o", str(ref)], check=True, env=env, capture_output=True)
+    out = tmp_path / "out"
+    proc = subprocess.Popen([*cmd, "-o", str(out)], env=env, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if (out / ".resume" / "state.pt").exists() and len(list((out / "masks").glob("*.png"))) >= 40:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len(list((out / "masks").glob("*.png")))
+    assert 0 < done < 150
+    assert json.loads((out / "run.json").read_text())["status"] == "running"  # not complete
+    assert not (out / "timing.json").exists() and not (out / "overlay.mp4").exists()
+    for p in (out / "masks").glob("*.png"):  # every file under a final name is whole
+        Image.open(p).load()
+    r = subprocess.run([*cmd, "-o", str(out), "--resume"], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    for i in range(150):
+        a = read_index_png(ref / "masks" / f"{i:05d}.png")
+        b = read_index_png(out / "masks" / f"{i:05d}.png")
+        assert np.array_equal(a, b), f"frame {i} differs after resume"
+    assert json.loads((out / "run.json").read_text())["status"] == "complete"
+    assert not list(out.rglob(".*partial*"))  # leftovers of the killed run are cleaned up
+    assert len(list(open_video(out / "overlay.mp4"))) == 150
+    summary = json.loads((out / "timing.json").read_text())["summary"]
+    assert summary["frames"] == 150 and summary["resumed_from_frame"] > 0

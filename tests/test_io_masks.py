@@ -1,0 +1,131 @@
+"""Mask reading in every format, and palette PNG writing."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from vostool.errors import InputError
+from vostool.io.masks import DAVIS_PALETTE, read_index_png, read_mask, write_index_png
+
+
+def test_davis_palette_matches_published_entries() -> None:
+    expected = [(0, 0, 0), (128, 0, 0), (0, 128, 0), (128, 128, 0), (0, 0, 128), (128, 0, 128), (0, 128, 128),
+                (128, 128, 128), (64, 0, 0), (192, 0, 0), (64, 128, 0), (192, 128, 0)]
+    assert [tuple(c) for c in DAVIS_PALETTE[:12].tolist()] == expected
+    assert len({tuple(c) for c in DAVIS_PALETTE.tolist()}) == 256
+
+
+def test_palette_png_roundtrip_keeps_ids_and_palette(tmp_path) -> None:
+    ids = np.zeros((20, 30), np.uint8)
+    ids[2:8, 3:9] = 1
+    ids[10:15, 20:28] = 7
+    pal = DAVIS_PALETTE.copy()
+    pal[7] = (10, 200, 30)
+    write_index_png(tmp_path / "m.png", ids, pal)
+    img = Image.open(tmp_path / "m.png")
+    assert img.mode == "P"
+    m = read_mask(tmp_path / "m.png")
+    np.testing.assert_array_equal(m.ids, ids)
+    assert m.object_ids == [1, 7]
+    assert tuple(m.palette[7]) == (10, 200, 30)
+
+
+def test_void_pixels_are_not_an_object(tmp_path) -> None:
+    ids = np.zeros((10, 10), np.uint8)
+    ids[1:4, 1:4] = 1
+    ids[6:9, 6:9] = 255
+    write_index_png(tmp_path / "v.png", ids)
+    m = read_mask(tmp_path / "v.png")
+    assert m.object_ids == [1]
+    assert m.void is not None and m.void.sum() == 9
+    assert read_index_png(tmp_path / "v.png").max() == 255  # the benchmark sees void as stored
+
+
+def test_binary_gray_is_object_one(tmp_path) -> None:
+    a = np.zeros((12, 12), np.uint8)
+    a[3:9, 3:9] = 255
+    Image.fromarray(a, "L").save(tmp_path / "b.png")
+    m = read_mask(tmp_path / "b.png")
+    assert m.object_ids == [1] and m.ids.sum() == 36
+
+
+def test_gray_index_mask_keeps_ids(tmp_path) -> None:
+    a = np.zeros((12, 12), np.uint8)
+    a[0:3] = 1
+    a[5:8] = 3
+    a[10:] = 255
+    Image.fromarray(a, "L").save(tmp_path / "g.png")
+    m = read_mask(tmp_path / "g.png")
+    assert m.object_ids == [1, 3]
+    assert m.void is not None and m.void.sum() == 24
+
+
+def test_gray_matte_is_thresholded(tmp_path) -> None:
+    a = np.tile(np.arange(0, 256, 4, dtype=np.uint8), (8, 1))  # 64 grey levels: a soft matte
+    Image.fromarray(a, "L").save(tmp_path / "s.png")
+    m = read_mask(tmp_path / "s.png")
+    assert m.object_ids == [1]
+    np.testing.assert_array_equal(m.ids[0], (a[0] >= 128).astype(np.uint8))
+
+
+def test_rgb_antialiased_edges_snap_to_objects(tmp_path) -> None:
+    img = np.zeros((120, 160, 3), np.uint8)
+    cv2.circle(img, (45, 60), 30, (255, 40, 40), -1, lineType=cv2.LINE_AA)
+    cv2.circle(img, (115, 60), 28, (40, 60, 255), -1, lineType=cv2.LINE_AA)
+    n_colours = len(np.unique(img.reshape(-1, 3), axis=0))
+    assert n_colours > 10  # anti-aliasing made many blend colours
+    Image.fromarray(img, "RGB").save(tmp_path / "rgb.png")
+    m = read_mask(tmp_path / "rgb.png")
+    assert len(m.object_ids) == 2
+    left, right = m.ids[60, 45], m.ids[60, 115]
+    assert left != right and left > 0 and right > 0
+    # The snapped masks stay within one pixel of the hard circles.
+    for (cx, r), oid in (((45, 30), left), ((115, 28), right)):
+        hard = np.zeros((120, 160), np.uint8)
+        cv2.circle(hard, (cx, 60), r, 1, -1)
+        assert np.abs((m.ids == oid).sum() - hard.sum()) < 2 * np.pi * r
+    assert tuple(m.palette[left]) == (255, 40, 40)
+
+
+def test_rgb_in_davis_colours_keeps_davis_ids(tmp_path) -> None:
+    ids = np.zeros((30, 30), np.uint8)
+    ids[2:10, 2:10] = 2
+    ids[15:25, 15:25] = 5
+    Image.fromarray(DAVIS_PALETTE[ids], "RGB").save(tmp_path / "d.png")
+    assert read_mask(tmp_path / "d.png").object_ids == [2, 5]
+
+
+def test_rgba_and_la_use_alpha(tmp_path) -> None:
+    rgba = np.zeros((20, 20, 4), np.uint8)
+    rgba[2:12, 2:12] = (200, 10, 10, 255)
+    rgba[14:18, 14:18] = (10, 200, 10, 0)  # transparent: background
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    assert read_mask(tmp_path / "a.png").object_ids == [1]
+    la = np.zeros((20, 20, 2), np.uint8)
+    la[2:12, 2:12] = (255, 255)
+    la[14:18, 14:18] = (255, 0)
+    Image.fromarray(la, "LA").save(tmp_path / "la.png")
+    m = read_mask(tmp_path / "la.png")
+    assert m.object_ids == [1] and m.ids.sum() == 100
+
+
+@pytest.mark.parametrize("content", [b"", b"not a png at all"])
+def test_unreadable_mask_is_an_input_error(tmp_path, content) -> None:
+    p = tmp_path / "bad.png"
+    p.write_bytes(content)
+    with pytest.raises(InputError, match="cannot read mask"):
+        read_mask(p)
+    with pytest.raises(InputError, match="not found"):
+        read_mask(tmp_path / "missing.png")
+
+
+def test_real_davis17_mask_with_void(shared_dir) -> None:
+    p = shared_dir / "data/samples/davis17-fragments/Annotations/480p/tennis/00000.png"
+    raw = np.array(Image.open(p))
+    m = read_mask(p)
+    assert m.object_ids == sorted(int(v) for v in np.unique(raw) if v not in (0, 255))
+    assert (raw == 255).any() and m.void is not None
+    assert (m.ids[raw == 255] == 0).all()

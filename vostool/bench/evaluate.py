@@ -1,0 +1,327 @@
+"""Scoring a results folder against a benchmark: per-frame J and F, per-object statistics, global means.
+
+Results folder layout (what the official evaluation reads): ``<results>/<seq>/<frame>.png``,
+an index PNG (palette, grayscale or RGB in DAVIS colours) per annotated frame.
+
+Rules (the official semi-supervised evaluation, with its gaps filled):
+
+* DAVIS: the first and last annotated frames are not scored; objects are ids 1..N, N the
+  largest id of the first ground-truth frame (1 for DAVIS 2016). YouTube-VOS (local ground
+  truth): each object is scored on the annotated frames after its first one, the video's last
+  annotated frame excluded.
+* A predicted id above N is an error naming the sequence and frame; a missing object is an
+  empty mask. With one object, a prediction stored as 0/255 is read as object 1.
+* A prediction of another size is an error, or with ``resize=True`` it is scaled to the
+  ground truth with nearest neighbour (pixel-centre sampling, like PIL's NEAREST).
+* Every PNG is read once; sequences are scored in parallel processes; nothing is cached.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import sys
+import time
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import cv2
+import numpy as np
+
+from ..errors import InputError
+from ..io.masks import read_index_png
+from .datasets import VOID_ID, Dataset, SequenceInfo, binary_ids, read_annotation
+from .metrics import Stats, boundary_radius, disk, frame_scores, statistics
+
+log = logging.getLogger(__name__)
+
+GLOBAL_COLUMNS = ("J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay")
+"""Columns of ``global_results-<split>.csv``, in the official order."""
+
+
+@dataclass
+class ObjectResult:
+    """Per-frame scores of one object of one sequence.
+
+    Attributes:
+        object_id: the object's id in the masks.
+        frames: stems of its scored frames.
+        j: ``(n,)`` float64 region similarity per scored frame.
+        f: ``(n,)`` float64 boundary measure per scored frame.
+    """
+
+    object_id: int
+    frames: list[str]
+    j: np.ndarray
+    f: np.ndarray
+
+    @property
+    def j_stats(self) -> Stats:
+        return statistics(self.j)
+
+    @property
+    def f_stats(self) -> Stats:
+        return statistics(self.f)
+
+
+@dataclass
+class MethodRun:
+    """How a method ran on one sequence: frames segmented, seconds inside the session, stage timings."""
+
+    frames: int
+    seconds: float
+    timer: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else float("nan")
+
+
+@dataclass
+class SequenceResult:
+    """Scores of one sequence and how long scoring (and the method, when run) took."""
+
+    name: str
+    objects: list[ObjectResult]
+    frames_read: int
+    score_seconds: float
+    method: MethodRun | None = None
+
+    @property
+    def score_fps(self) -> float:
+        return self.frames_read / self.score_seconds if self.score_seconds > 0 else float("nan")
+
+
+@dataclass
+class BenchResult:
+    """Scores of a whole split, in sequence order."""
+
+    dataset: str
+    split: str
+    sequences: list[SequenceResult]
+    wall_seconds: float = 0.0
+    workers: int = 1
+
+    def object_rows(self) -> list[tuple[str, ObjectResult]]:
+        """``(<seq>_<id>, object)`` for every (sequence, object) pair, the official row order."""
+        return [(f"{s.name}_{o.object_id}", o) for s in self.sequences for o in s.objects]
+
+    def global_metrics(self) -> dict[str, float]:
+        """The official global numbers (fractions in [0, 1]): plain means over (sequence, object) pairs."""
+        rows = [o for _, o in self.object_rows()]
+        if not rows:
+            return {c: float("nan") for c in GLOBAL_COLUMNS}
+        js = [o.j_stats for o in rows]
+        fs = [o.f_stats for o in rows]
+        j_mean = np.mean([s.mean for s in js])
+        f_mean = np.mean([s.mean for s in fs])
+        return {
+            "J&F-Mean": float((j_mean + f_mean) / 2.0),
+            "J-Mean": float(j_mean),
+            "J-Recall": float(np.mean([s.recall for s in js])),
+            "J-Decay": float(np.mean([s.decay for s in js])),
+            "F-Mean": float(f_mean),
+            "F-Recall": float(np.mean([s.recall for s in fs])),
+            "F-Decay": float(np.mean([s.decay for s in fs])),
+        }
+
+    @property
+    def frames_read(self) -> int:
+        return sum(s.frames_read for s in self.sequences)
+
+
+@dataclass(frozen=True)
+class ScoreTask:
+    """Everything one worker needs to score one sequence (picklable)."""
+
+    name: str
+    annotation_dir: str
+    annotated: tuple[str, ...]
+    results_dir: str
+    binary: bool
+    resize: bool
+    objects: tuple[tuple[int, str], ...] | None = None
+    """YouTube-VOS: (object id, first frame stem); None for DAVIS (ids of the first frame)."""
+
+
+def _read_prediction(path: Path, task: ScoreTask, shape: tuple[int, int], num_objects: int) -> np.ndarray:
+    if not path.is_file():
+        raise InputError(
+            f"prediction missing for sequence {task.name} frame {path.stem}: {path} "
+            "(results need <results>/<sequence>/<frame>.png for every annotated frame)"
+        )
+    pred = read_index_png(path)
+    if pred.shape != shape:
+        if not task.resize:
+            raise InputError(
+                f"sequence {task.name}: prediction {path.name} is {pred.shape[1]}x{pred.shape[0]} but the ground truth "
+                f"is {shape[1]}x{shape[0]}; write masks at the annotation size or pass --resize"
+            )
+        pred = cv2.resize(pred, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST_EXACT)
+    if task.binary:
+        return binary_ids(pred)
+    top = int(pred.max())
+    if top > num_objects:
+        if num_objects == 1 and top == VOID_ID and not cv2.countNonZero(cv2.inRange(pred, 2, VOID_ID - 1)):
+            return (pred != 0).view(np.uint8)
+        raise InputError(
+            f"sequence {task.name} frame {path.stem}: prediction has object id {top} but the ground truth has "
+            f"{num_objects} object(s) (ids 1..{num_objects}); fix the ids in {path}"
+        )
+    return pred
+
+
+def score_sequence(task: ScoreTask) -> SequenceResult:
+    """Score one sequence: read each ground-truth and prediction PNG once, J and F per object per frame."""
+    start = time.perf_counter()
+    ann = Path(task.annotation_dir)
+    res = Path(task.results_dir) / task.name
+    if not res.is_dir():
+        raise InputError(f"no predictions for sequence {task.name}: folder {res} not found")
+    stems = list(task.annotated)
+    if task.objects is None:
+        first = read_annotation(ann / f"{stems[0]}.png", task.binary)
+        n = 1 if task.binary else int(first.max())
+        objects = [(k, stems[0]) for k in range(1, n + 1)]
+        scored = stems[1:-1]
+    else:
+        objects = list(task.objects)
+        scored = [s for s in stems[:-1] if any(s > f for _, f in objects)]
+    max_id = max((k for k, _ in objects), default=0)
+    frames: dict[int, list[str]] = {k: [] for k, _ in objects}
+    js: dict[int, list[float]] = {k: [] for k, _ in objects}
+    fs: dict[int, list[float]] = {k: [] for k, _ in objects}
+    kernel = None
+    for stem in scored:
+        live = [k for k, f in objects if stem > f]
+        gt = read_annotation(ann / f"{stem}.png", task.binary)
+        pred = _read_prediction(res / f"{stem}.png", task, gt.shape, max_id)
+        if kernel is None:
+            kernel = disk(boundary_radius(*gt.shape))
+        j, f = frame_scores(gt, pred, live, kernel)
+        for i, k in enumerate(live):
+            frames[k].append(stem)
+            js[k].append(j[i])
+            fs[k].append(f[i])
+    results = [
+        ObjectResult(k, frames[k], np.array(js[k], np.float64), np.array(fs[k], np.float64))
+        for k, _ in objects
+        if frames[k]
+    ]
+    return SequenceResult(task.name, results, len(scored), time.perf_counter() - start)
+
+
+def make_tasks(dataset: Dataset, results_dir: str | os.PathLike[str], *, resize: bool = False) -> list[ScoreTask]:
+    """One :class:`ScoreTask` per scorable sequence; sequences with too few annotations are skipped with a warning."""
+    tasks = []
+    for seq in dataset.sequences:
+        if not _scorable(seq):
+            continue
+        objects = None if seq.objects is None else tuple(seq.objects.items())
+        tasks.append(ScoreTask(seq.name, str(seq.annotation_dir), tuple(seq.annotated), str(results_dir), dataset.binary, resize, objects))
+    return tasks
+
+
+def has_ground_truth(seq: SequenceInfo) -> bool:
+    """Whether ``seq`` has annotated frames to score (beyond the first and before the last)."""
+    if seq.objects is None:
+        return len(seq.annotated) >= 3
+    return any(s > f for s in seq.annotated[:-1] for f in seq.objects.values())
+
+
+def _scorable(seq: SequenceInfo) -> bool:
+    if not has_ground_truth(seq):
+        log.warning("sequence %s has no ground truth to score (%d annotated frame(s); the first frame of each object "
+                    "and the last frame are not scored); skipped", seq.name, len(seq.annotated))
+        return False
+    return True
+
+
+def _init_worker() -> None:
+    cv2.setNumThreads(1)
+    # First calls load PNG support and OpenCV kernels; do it here so per-sequence timings are fair.
+    from PIL import PngImagePlugin  # noqa: F401
+
+    frame_scores(np.eye(8, dtype=np.uint8), np.eye(8, dtype=np.uint8)[::-1].copy(), [1])
+
+
+def _pool_context() -> multiprocessing.context.BaseContext:
+    # fork is instant; once torch is loaded its thread pools make fork unsafe, so use forkserver.
+    if sys.platform.startswith("linux") and "torch" not in sys.modules:
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context("forkserver" if sys.platform != "win32" else "spawn")
+
+
+class Scorer:
+    """Scores sequences in worker processes as they are submitted; use as a context manager.
+
+    ``submit(task)`` returns at once (the sequence is scored in the background, so a method can
+    run on the next sequence meanwhile); ``results()`` waits for all and returns them in
+    submission order. With ``workers <= 1`` scoring runs in this process.
+    """
+
+    def __init__(self, workers: int = 1) -> None:
+        self.workers = max(1, int(workers))
+        self._pool: ProcessPoolExecutor | None = None
+        self._futures: list[Future[SequenceResult] | SequenceResult] = []
+
+    def __enter__(self) -> "Scorer":
+        if self.workers > 1:
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=_pool_context(), initializer=_init_worker)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def submit(self, task: ScoreTask) -> None:
+        self._futures.append(self._pool.submit(score_sequence, task) if self._pool else score_sequence(task))
+
+    def results(self, on_done: Callable[[SequenceResult], None] | None = None) -> list[SequenceResult]:
+        out = []
+        for fut in self._futures:
+            r = fut.result() if isinstance(fut, Future) else fut
+            if on_done is not None:
+                on_done(r)
+            out.append(r)
+        return out
+
+
+def evaluate(
+    dataset: Dataset,
+    results_dir: str | os.PathLike[str],
+    *,
+    workers: int = 1,
+    resize: bool = False,
+    on_sequence: Callable[[SequenceResult], None] | None = None,
+) -> BenchResult:
+    """Score the predictions in ``results_dir`` against ``dataset``.
+
+    Args:
+        dataset: the benchmark split (:func:`vostool.bench.datasets.open_dataset`).
+        results_dir: folder with ``<seq>/<frame>.png`` predictions.
+        workers: parallel processes (1 = in this process).
+        resize: scale predictions of another size to the ground truth (nearest neighbour).
+        on_sequence: called with each :class:`SequenceResult` as it is collected (progress).
+
+    Raises:
+        InputError: missing predictions, a size mismatch without ``resize``, an unknown object id.
+    """
+    results_dir = Path(results_dir)
+    if not results_dir.is_dir():
+        raise InputError(f"results folder not found: {results_dir}")
+    tasks = make_tasks(dataset, results_dir, resize=resize)
+    if not tasks:
+        raise InputError(f"nothing to score in {dataset.kind} {dataset.split}: no sequence has ground truth beyond its first frame")
+    start = time.perf_counter()
+    with Scorer(min(workers, len(tasks))) as scorer:
+        # Longest first, so the workers finish together; results keep the dataset order.
+        for t in sorted(tasks, key=lambda t: -len(t.annotated)):
+            scorer.submit(t)
+        by_name = {r.name: r for r in scorer.results(on_sequence)}
+    seqs = [by_name[t.name] for t in tasks]
+    return BenchResult(dataset.kind, dataset.split, seqs, time.perf_counter() - start, max(1, min(workers, len(tasks))))
+

@@ -1,0 +1,236 @@
+"""``vostool bench``: run a method over DAVIS / YouTube-VOS and score it, score existing
+predictions, write server submissions, or measure speed against the number of objects."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..errors import InputError
+
+
+class _EchoHandler(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(f"vostool: warning: {record.getMessage()}", err=True)
+
+
+def _csv_ints(text: str) -> list[int]:
+    try:
+        vals = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"--objects must be comma-separated integers like 1,2,4,8, got {text!r}") from None
+    if not vals or min(vals) < 1:
+        raise InputError(f"--objects must list positive integers, got {text!r}")
+    return vals
+
+
+def _default_workers() -> int:
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+@click.command("bench")
+@click.option("--dataset", type=click.Choice(["auto", "davis17", "davis16", "ytvos"]), default="auto", show_default=True, help="Benchmark layout (auto: from the files under --root).")
+@click.option("--root", type=click.Path(path_type=Path), help="Dataset folder (holds Annotations/ and ImageSets/, or meta.json).")
+@click.option("--split", default="val", show_default=True, help="Split: val, train, test-dev, valid ...")
+@click.option("--resolution", default=None, help="DAVIS resolution folder: 480p (default), Full-Resolution, 1080p, 240p ...")
+@click.option("--sequences", default=None, metavar="A,B,...", help="Only these sequences.")
+@click.option("--method", default=None, help="Method to run (comma-separated with --speed).")
+@click.option("--flow", default=None, help="Optical flow: dis, farneback, raft-small, raft-large (default: the method's).")
+@click.option("--weights", default=None, help="Method weights: a file, a weights.toml entry, or 'random' (speed only).")
+@click.option("--flow-weights", default=None, help="RAFT weights: a file or a weights.toml entry.")
+@click.option("--offline", is_flag=True, default=None, help="Never download weights.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True)
+@click.option("--size", type=click.IntRange(16, 4096), default=None, help="Internal resolution of the method (shorter side); with --speed, the height of the clip (default 480).")
+@click.option("--eval-only", is_flag=True, help="Score the predictions in --results without running a method.")
+@click.option("--results", type=click.Path(path_type=Path), help="Predictions folder <results>/<seq>/<frame>.png (read with --eval-only, written otherwise).")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Where the CSV/JSON reports (or speed plots) go (default: the results folder).")
+@click.option("--workers", type=click.IntRange(1, 64), default=None, help="Scoring processes (default: CPU cores, at most 8).")
+@click.option("--resize", is_flag=True, help="Scale predictions of another size to the ground truth (nearest neighbour) instead of failing.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Also write the JSON report here.")
+@click.option("--submission", type=click.Path(path_type=Path), metavar="ZIP", help="Write the zip the DAVIS test-dev / YouTube-VOS server expects.")
+@click.option("--speed", is_flag=True, help="Measure FPS against the number of objects (--objects) and plot it.")
+@click.option("--objects", default="1,2,4,8", show_default=True, help="Object counts for --speed.")
+@click.option("--frames", type=click.IntRange(5, 100000), default=30, show_default=True, help="Frames per measurement for --speed.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress or table on stderr.")
+def bench(dataset: str, root: Path | None, split: str, resolution: str | None, sequences: str | None, method: str | None,
+          flow: str | None, weights: str | None, flow_weights: str | None, offline: bool | None, device: str, precision: str,
+          size: int | None, eval_only: bool, results: Path | None, output: Path | None, workers: int | None, resize: bool,
+          json_path: Path | None, submission: Path | None, speed: bool, objects: str, frames: int, quiet: bool) -> None:
+    """Score a method on DAVIS 2016/2017 or YouTube-VOS with numbers equal to the official evaluation.
+
+    Writes global_results-<split>.csv and per-sequence_results-<split>.csv (the official files),
+    results-<split>.json (everything, with per-frame values and timings), prints a table on
+    stderr and the global CSV on stdout.
+
+    \b
+    Examples:
+      vostool bench --dataset davis17 --root DAVIS/ --split val --method agss
+      vostool bench --eval-only --results my_masks/ --root DAVIS/
+      vostool bench --root DAVIS/ --split test-dev --method flow --flow dis --submission td.zip
+      vostool bench --speed --objects 1,2,4,8 --size 480 --method flow,agss --weights random
+    """
+    handler = _EchoHandler(logging.WARNING)
+    logger = logging.getLogger("vostool.bench")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        if speed:
+            _speed(root, dataset, split, resolution, sequences, method, flow, weights, flow_weights, offline, device, precision,
+                   size or 480, objects, frames, output or Path("bench-speed"), quiet)
+            return
+        _bench(dataset, root, split, resolution, sequences, method, flow, weights, flow_weights, offline, device, precision, size,
+               eval_only, results, output, workers or _default_workers(), resize, json_path, submission, quiet)
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = True
+
+
+def _console(quiet: bool) -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True, quiet=quiet)
+
+
+def _session(method: str, flow: str | None, weights: str | None, flow_weights: str | None, offline: bool | None, device: str,
+             precision: str, size: int | None) -> Any:
+    from ..api import create_session
+
+    return create_session(method, flow=flow, device=device, size=size, precision=precision, weights=weights,
+                          flow_weights=flow_weights, offline=offline)
+
+
+def _bench(kind: str, root: Path | None, split: str, resolution: str | None, sequences: str | None, method: str | None,
+           flow: str | None, weights: str | None, flow_weights: str | None, offline: bool | None, device: str, precision: str,
+           size: int | None, eval_only: bool, results: Path | None, output: Path | None, workers: int, resize: bool,
+           json_path: Path | None, submission: Path | None, quiet: bool) -> None:
+    from ..bench.datasets import open_dataset
+    from ..bench.evaluate import has_ground_truth
+
+    if root is None:
+        raise InputError("--root is required: the dataset folder (e.g. DAVIS/ with Annotations/ and ImageSets/)")
+    if eval_only and method:
+        raise InputError("--eval-only scores existing predictions; drop --method, or drop --eval-only to run the method")
+    if eval_only and results is None:
+        raise InputError("--eval-only needs --results DIR, the folder of <sequence>/<frame>.png predictions")
+    if not eval_only and not method:
+        if results is None:
+            raise InputError("give --method NAME to run a method, or --eval-only --results DIR to score predictions")
+        eval_only = True
+    ds = open_dataset(root, kind=kind, split=split, resolution=resolution, sequences=[s for s in (sequences or "").split(",") if s] or None)
+    console = _console(quiet)
+    score = any(has_ground_truth(s) for s in ds.sequences)
+    settings: dict[str, Any] = {"root": str(root), "resolution": ds.resolution}
+
+    if eval_only:
+        assert results is not None
+        result = _score(ds, results, workers, resize, console) if score else None
+        settings["results"] = str(results)
+    else:
+        assert method is not None
+        session = _session(method, flow, weights, flow_weights, offline, device, precision, size)
+        flow_name = session.flow_estimator.name if session.flow_estimator is not None else None
+        if results is None:
+            results = Path("bench-results") / f"{ds.kind}-{ds.split}-{method}{'-' + flow_name if flow_name else ''}"
+        settings.update(results=str(results), method=method, flow=flow_name, device=session.device.type, size=size,
+                        precision=precision, weights=getattr(session, "weights_info", None), workers=workers)
+        result = _run(session, ds, results, workers, score, console)
+    if submission is not None:
+        from ..bench.submission import write_submission
+
+        n = write_submission(ds, results, submission)
+        console.print(f"submission: {n} masks -> {submission}")
+    if result is None:
+        console.print(f"{ds.kind} {ds.split} has no ground truth beyond the first frames: nothing to score"
+                      + ("" if submission else "; use --submission to make the server's zip"))
+        return
+    from ..bench.report import global_csv, print_table, write_reports
+
+    paths = write_reports(result, output or results, settings, json_path=json_path)
+    print_table(result, console)
+    console.print(f"reports: {paths['global']}, {paths['per_sequence']}, {paths['json']}")
+    click.echo(global_csv(result), nl=False)
+
+
+def _progress(console: Any) -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True)
+
+
+def _score(ds: Any, results: Path, workers: int, resize: bool, console: Any) -> Any:
+    from ..bench.evaluate import evaluate
+
+    with _progress(console) as prog:
+        task = prog.add_task("scoring", total=len(ds.sequences))
+        return evaluate(ds, results, workers=workers, resize=resize, on_sequence=lambda r: prog.advance(task))
+
+
+def _run(session: Any, ds: Any, results: Path, workers: int, score: bool, console: Any) -> Any:
+    from ..bench.runner import run_benchmark
+
+    with _progress(console) as prog:
+        task = prog.add_task(f"{session.method.name}", total=len(ds.sequences))
+
+        def done(name: str, run: Any) -> None:
+            prog.advance(task)
+            prog.console.print(f"{name}: {run.frames} frames, {run.fps:.1f} fps")
+
+        result = run_benchmark(session, ds, results, workers=workers, score=score, on_sequence=done)
+    return result if score else None
+
+
+def _speed(root: Path | None, kind: str, split: str, resolution: str | None, sequences: str | None, method: str | None,
+           flow: str | None, weights: str | None, flow_weights: str | None, offline: bool | None, device: str, precision: str,
+           height: int, objects: str, frames: int, output: Path, quiet: bool) -> None:
+    from rich.table import Table
+
+    from ..bench.report import plot_speed
+    from ..bench.speed import real_clip, speed_table, synthetic_clip
+    from ..io.atomic import write_text_atomic
+
+    if not method:
+        raise InputError("--speed needs --method NAME[,NAME...]")
+    counts = _csv_ints(objects)
+    names = [m for m in method.split(",") if m]
+    if root is not None:
+        from ..bench.datasets import open_dataset
+
+        ds = open_dataset(root, kind=kind, split=split, resolution=resolution, sequences=[s for s in (sequences or "").split(",") if s] or None)
+        seq = ds.sequences[0]
+        clip_for = lambda k: real_clip(ds, seq, k, height, frames)  # noqa: E731
+        source = f"{ds.kind}/{seq.name}"
+    else:
+        clip_for = lambda k: synthetic_clip(k, height, frames)  # noqa: E731
+        source = "synthetic"
+
+    def factory(m: str) -> Any:
+        return lambda: _session(m, flow, weights, flow_weights, offline, device, precision, None)
+
+    console = _console(quiet)
+    labels = [f"{m}" + (f" ({flow})" if flow else "") for m in names]
+    rows = speed_table(list(zip(labels, [factory(m) for m in names])), counts, clip_for,
+                       on_row=lambda r: console.print(f"{r['method']}: {r['objects']} object(s) {r['fps']:.1f} fps"))
+    for r in rows:
+        r["source"] = source
+    output.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(output / "speed.json", json.dumps({"device": device, "precision": precision, "height": height, "rows": rows}, indent=1) + "\n")
+    plots = plot_speed(rows, output)
+    t = Table(title=f"speed on {source} clips, {height}p, {frames} frames")
+    stages = list(dict.fromkeys(s for r in rows for s in r["stages"]))
+    for col in ("method", "objects", "fps", "ms/frame", *[f"{s} ms" for s in stages]):
+        t.add_column(col, justify="left" if col == "method" else "right")
+    for r in rows:
+        t.add_row(r["method"], str(r["objects"]), f"{r['fps']:.1f}", f"{r['ms_per_frame']:.1f}", *[f"{r['stages'].get(s, 0.0):.1f}" for s in stages])
+    console.print(t)
+    console.print(f"speed: {output / 'speed.json'}, {plots['fps']}, {plots['stages']}")
+    click.echo("method,objects,fps")
+    for r in rows:
+        click.echo(f"{r['method']},{r['objects']},{r['fps']:.2f}")
+    sys.stdout.flush()

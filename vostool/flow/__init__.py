@@ -1,0 +1,45 @@
+"""Optical flow estimators and backward warping. Knows nothing of models or files.
+
+``create_flow(name)`` builds ``dis`` / ``farneback`` (OpenCV, weightless) or ``raft-small`` /
+``raft-large`` (torchvision; weights resolved by :mod:`vostool.weights`).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import InputError
+from .base import FlowEstimator
+from .opencv import DISFlow, FarnebackFlow
+from .warp import backward_warp, pixel_grid
+
+FLOW_NAMES = ("dis", "farneback", "raft-small", "raft-large")
+
+
+def create_flow(name: str, *, device: torch.device | str = "cpu", weights: str | None = None, offline: bool | None = None, dis_preset: str = "ultrafast") -> FlowEstimator:
+    """Build a flow estimator by name.
+
+    Args:
+        name: one of :data:`FLOW_NAMES`.
+        device: where results (and RAFT) live.
+        weights: for RAFT, a file path or weights entry name (default: the manifest's entry).
+        offline: never download (default: ``HF_HUB_OFFLINE``).
+        dis_preset: DIS preset (``ultrafast``, ``fast``, ``medium``).
+    """
+    if name == "dis":
+        est: FlowEstimator = DISFlow(dis_preset)
+    elif name == "farneback":
+        est = FarnebackFlow()
+    elif name in ("raft-small", "raft-large"):
+        from ..weights import resolve_weights
+        from .raft import RAFTFlow
+
+        resolved = resolve_weights(name, weights, offline=offline)
+        est = RAFTFlow(resolved.state_dict(), variant=name.split("-")[1])
+        est.weights = resolved.describe()
+    else:
+        raise InputError(f"unknown flow {name!r}; choose one of: {', '.join(FLOW_NAMES)}")
+    return est.to(torch.device(device))
+
+
+__all__ = ["FLOW_NAMES", "FlowEstimator", "DISFlow", "FarnebackFlow", "create_flow", "backward_warp", "pixel_grid"]

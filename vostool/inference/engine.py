@@ -1,0 +1,269 @@
+"""The frame loop of ``vostool segment``: reader thread -> session -> writer thread.
+
+Decoding runs one frame ahead in a reader thread and all encoding (PNG, H.264) runs in a writer
+thread, so on a 2-core machine the three overlap. Every ``checkpoint_every`` frames (and on
+Ctrl-C) the session state is saved after the masks up to that frame are on disk, so ``--resume``
+continues an interrupted run and produces exactly the masks an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import queue
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..errors import InputError, VostoolError
+from ..io.atomic import atomic_path, write_text_atomic
+from ..io.masks import DAVIS_PALETTE, IndexMask, read_index_png
+from ..io.outputs import RESUME_DIR, BackgroundWriter, FrameOutputs, OutputOptions, now_iso, prepare_out_dir, write_run_file
+from ..io.video import VideoFrame, VideoSource
+from .session import Session, internal_size
+
+
+@dataclass
+class RunConfig:
+    """What the engine needs beyond the session: where and what to write, how to resume."""
+
+    out: Path
+    options: OutputOptions
+    resume: bool = False
+    overwrite: bool = False
+    checkpoint_every: int = 100
+    checkpoint_seconds: float = 60.0
+    progress: bool = False
+    meta: dict[str, Any] | None = None
+    """Extra facts for timing.json (method, flow, weights, ...)."""
+    fingerprint: dict[str, Any] | None = None
+    """What must match for --resume (video, masks, method, options)."""
+
+
+class _Prefetch:
+    """Iterate ``source`` in a thread, ``depth`` frames ahead, timing each decode."""
+
+    def __init__(self, it: Iterator[VideoFrame], timer_add: Callable[[int, str, float], None], depth: int = 4, timed_from: int = 0) -> None:
+        self._timed_from = timed_from
+        self._q: queue.Queue[Any] = queue.Queue(depth)
+        self._stop = threading.Event()
+        self._it = it
+        self._add = timer_add
+        self._t = threading.Thread(target=self._run, name="vostool-reader", daemon=True)
+        self._t.start()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                t0 = time.perf_counter()
+                try:
+                    f = next(self._it)
+                except StopIteration:
+                    break
+                if f.index >= self._timed_from:
+                    self._add(f.index, "decode", (time.perf_counter() - t0) * 1000.0)
+                self._q.put(f)
+            self._q.put(StopIteration)
+        except BaseException as exc:
+            self._q.put(exc)
+
+    def __iter__(self) -> Iterator[VideoFrame]:
+        while True:
+            item = self._q.get()
+            if item is StopIteration:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def close(self) -> None:
+        self._stop.set()
+        try:
+            while True:
+                self._q.get_nowait()
+        except queue.Empty:
+            pass
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _save_checkpoint(out: Path, state: dict[str, Any], timer_state: dict[str, Any], fingerprint: str) -> None:
+    d = out / RESUME_DIR
+    d.mkdir(exist_ok=True)
+    with atomic_path(d / "state.pt") as tmp:
+        torch.save({"session": state, "timer": timer_state, "fingerprint": fingerprint}, tmp)
+
+
+def _load_checkpoint(out: Path, fingerprint: str) -> dict[str, Any] | None:
+    p = out / RESUME_DIR / "state.pt"
+    if not p.exists():
+        return None
+    ck = torch.load(p, map_location="cpu", weights_only=True)
+    if ck.get("fingerprint") != fingerprint:
+        raise InputError(f"--resume: {out} was made by a run with other inputs or options; rerun without --resume (with --overwrite) or use the same options")
+    return ck
+
+
+class _Progress:
+    def __init__(self, enabled: bool, total: int | None, start: int) -> None:
+        self.bar = None
+        if not enabled:
+            return
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bar = Progress(TextColumn("segment"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[fps]} fps"), TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+        self.task = self.bar.add_task("frames", total=total, completed=start, fps="-")
+        self.bar.start()
+        self.t0 = time.perf_counter()
+        self.done = 0
+
+    def advance(self) -> None:
+        if self.bar is None:
+            return
+        self.done += 1
+        fps = self.done / max(time.perf_counter() - self.t0, 1e-9)
+        self.bar.update(self.task, advance=1, fps=f"{fps:.1f}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def run_video(session: Session, source: VideoSource, masks: dict[int, IndexMask], cfg: RunConfig) -> dict[str, Any]:
+    """Segment a whole video into ``cfg.out`` and return the timing summary.
+
+    Args:
+        session: a fresh session (method, flow, device, internal size).
+        source: the opened video.
+        masks: frame index -> masks given on that frame (index 0 required).
+        cfg: output folder, outputs, resume and checkpoint policy.
+
+    Raises:
+        VostoolError: bad input, unwritable output, or an interrupted run (exit code 130).
+    """
+    out = cfg.out
+    if 0 not in masks:
+        raise InputError("no mask for frame 0: the first frame needs a mask (--mask FILE or --mask 0:FILE)")
+    fp = _digest(cfg.fingerprint or {})
+    previous = prepare_out_dir(out, resume=cfg.resume, overwrite=cfg.overwrite)
+    if cfg.resume and previous is not None and previous.get("status") == "complete" and previous.get("fingerprint") == fp:
+        print(f"vostool: {out} is already complete; nothing to resume", file=sys.stderr)
+        return json.loads((out / "timing.json").read_text())["summary"]
+
+    palette = next((m.palette for _, m in sorted(masks.items()) if m.palette is not None), None)
+    palette = DAVIS_PALETTE if palette is None else palette
+    timer = session.timer
+    start = 0
+    ck = _load_checkpoint(out, fp) if cfg.resume else None
+    if ck is not None:
+        session.load_state_dict(ck["session"])
+        timer.load_state(ck["timer"])
+        start = session.index
+    w, h = source.size
+    iw, ih = internal_size(w, h, session.size)
+    info = {
+        "status": "running",
+        "fingerprint": fp,
+        "started": now_iso(),
+        "vostool": __version__,
+        "input": str(source.path),
+        "resumed_from_frame": start if cfg.resume else None,
+    }
+    write_run_file(out, info)
+
+    writer = BackgroundWriter()
+    outputs = FrameOutputs(out, source.size, source.fps, palette, cfg.options)
+    need_rgb = cfg.options.overlay_video or cfg.options.overlay_frames
+    want_soft = cfg.options.soft
+    # Frames before `start` are only re-read to rebuild the overlay video.
+    first = 0 if (start and cfg.options.overlay_video) else start
+    frames = _Prefetch(iter(source.frames(first)), timer.add, timed_from=start)
+    progress = _Progress(cfg.progress, source.num_frames, start)
+    last_ck_frame, last_ck_time = start - 1, time.perf_counter()
+    done = start
+    status = "failed"
+    try:
+        for f in frames:
+            if f.index < start:
+                ids = read_index_png(out / "masks" / f"{f.name}.png")
+                writer.submit(lambda f=f, ids=ids: outputs.write(f.name, f.rgb, ids, [], masks=False))
+                continue
+            res = session.step(f.rgb, masks.get(f.index), name=f.name)
+            soft = None
+            if want_soft:
+                soft = (res.prob[1:].clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).cpu().numpy()
+            rgb = f.rgb if need_rgb else None
+
+            def job(f: VideoFrame = f, ids: np.ndarray = res.ids, objs: list[int] = res.object_ids, soft: Any = soft, rgb: Any = rgb) -> None:
+                t0 = time.perf_counter()
+                outputs.write(f.name, rgb, ids, objs, soft)
+                timer.add(f.index, "write", (time.perf_counter() - t0) * 1000.0)
+
+            writer.submit(job)
+            done = f.index + 1
+            progress.advance()
+            if done - 1 - last_ck_frame >= cfg.checkpoint_every or time.perf_counter() - last_ck_time >= cfg.checkpoint_seconds:
+                snap, tstate = session.state_dict(), timer.state()
+                writer.submit(lambda snap=snap, tstate=tstate: _save_checkpoint(out, snap, tstate, fp))
+                last_ck_frame, last_ck_time = done - 1, time.perf_counter()
+        for idx in masks:
+            if idx >= done:
+                raise InputError(f"a mask is given for frame {idx} but the video has only {done} frames")
+        writer.close()
+        outputs.close()
+        timer.stop()
+        status = "written"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        frames.close()
+        try:
+            snap, tstate = session.state_dict(), timer.state()
+            writer.submit(lambda: _save_checkpoint(out, snap, tstate, fp))
+            writer.close()
+        finally:
+            outputs.abort()
+        raise VostoolError(f"interrupted after {done} frames; finish the run with the same command plus --resume", exit_code=130) from None
+    except BaseException:
+        frames.close()
+        outputs.abort()
+        try:
+            writer.close()
+        except BaseException:
+            pass
+        raise
+    finally:
+        progress.close()
+        if status != "written":
+            info.update(status=status, finished=now_iso(), frames_done=done)
+            write_run_file(out, info)
+
+    summary = timer.summary()
+    summary.update(
+        {
+            "resolution": [w, h],
+            "internal_resolution": [iw, ih],
+            "objects": session.objects.ids,
+            "input_fps": source.fps,
+            "device": str(session.device),
+            "precision": session.precision,
+            **(cfg.meta or {}),
+        }
+    )
+    if start:
+        summary["resumed_from_frame"] = start
+    write_text_atomic(out / "timing.csv", timer.to_csv())
+    write_text_atomic(out / "timing.json", json.dumps({"summary": summary, "frames": timer.table()}, indent=1) + "\n")
+    info.update(status="complete", finished=now_iso(), frames_done=done)
+    write_run_file(out, info)
+    (out / RESUME_DIR / "state.pt").unlink(missing_ok=True)
+    return summary

@@ -1,0 +1,1 @@
+"""Reading and writing videos, frame folders, masks and overlays. Knows nothing of models."""

@@ -1,0 +1,322 @@
+"""``agss``: AGSS-VOS, attention-guided single-shot video object segmentation.
+
+Paper: Huaijia Lin, Xiaojuan Qi, Jiaya Jia, "AGSS-VOS: Attention Guided Single-Shot Video Object
+Segmentation", ICCV 2019. Design from the paper (Figure 2, Sec. 3-4) and the authors' public code
+(dvlab-research/AGSS-VOS, see ``../shared/notes/methods.md``); the instance-agnostic module is
+RGMP (Oh et al., CVPR 2018) with its last refine module moved into the decoder.
+
+Per frame, for ``K`` objects (the per-object parts run batched, objects forming the batch):
+
+1. **Instance-agnostic module** (once per frame): the RGMP encoder (ResNet-50 whose stem adds
+   ``conv1_p(mask)`` to ``conv1(rgb)``) on the frame with the merged warped mask
+   ``max_k P_{t-1->t,k}`` (eq. 2) gives ``r5..r2``; ``cat(r5, ref_r5)`` -> global convolution
+   ``GC`` (7x7 separable, ``2*2048 -> 256``) -> ``convG1``/``convG2`` residual -> refine modules
+   ``RF4`` (1024) and ``RF3`` (512) -> instance-agnostic feature ``m3`` ``(256, H/8, W/8)``.
+   ``ref_r5`` is the encoder's top feature of the reference frame with its merged mask
+   (eq. 1), computed once per video (:meth:`AGSSNet.reference`).
+2. **Instance-specific module** (per object): the same encoder's stem + ``layer1`` on the frame
+   with each object's warped mask -> visual feature ``r2_obj`` ``(256, H/4, W/4)``; the
+   attention generator ``atn`` (1x1 ``257 -> 256`` + ReLU, 3x3 + ReLU, 3x3 stride 2, no final
+   activation) on ``cat(r2_obj, mask at 1/4)`` -> attention feature ``(256, H/8, W/8)``.
+3. **Attention-guided decoder** (per object): ``m3 * atn`` (eq. 3) -> ``RF2`` with ``r2_obj`` as
+   skip -> ``pred2`` (3x3, 2 channels, after a ReLU) -> bilinear x4 -> softmax -> ``P_{t,k}``.
+4. **Probabilistic normalisation** (eq. 4-5, :func:`~vostool.models.blocks.soft_aggregate`).
+
+Training entry points (all differentiable; images ``(B, 3, H, W)`` RGB in [0, 1] at any size,
+padded to a multiple of 32 inside; ImageNet normalisation inside):
+
+* ``ref = net.reference(ref_image (B, 3, H, W), ref_masks (B, K, H, W))`` -> ``(B, C5, Hp/32, Wp/32)``
+  (``C5 = 2048`` at paper size; masks merged by max over ``K``).
+* ``logits = net(image (B, 3, H, W), warped (B, K, H, W), ref)`` -> ``(B, K, H, W)`` per-object
+  foreground logits at full resolution: ``sigmoid(logits)`` is the paper's 2-way softmax
+  foreground probability ``P_{t,k}``; ``soft_aggregate(torch.sigmoid(logits))`` ->
+  ``(B, K + 1, H, W)`` is eq. 4-5, the input of the instance IoU loss (eq. 7). All-zero ``warped``
+  rows (padding objects) are allowed.
+* The stages separately (inputs already padded to a multiple of 32, used by the method at
+  inference): :meth:`AGSSNet.instance_agnostic`, :meth:`AGSSNet.instance_specific`,
+  :meth:`AGSSNet.decode`.
+
+BatchNorm is frozen (statistics and affine, as the authors train: ``freeze_bn=True``), so
+``net.train()`` keeps BN layers in eval mode.
+
+Names for converting the official checkpoint (``torch.save({'seg': state_dict, 'flow': ...})``,
+keys with the DataParallel prefix ``module.``): drop ``module.``, lower-case ``Encoder`` /
+``Decoder``, rename ``resN`` to ``layer{N-1}``; everything after that is identical:
+
+* ``Encoder.conv1_p.{weight,bias}`` -> ``encoder.conv1_p.{weight,bias}`` (``(64, 1, 7, 7)``)
+* ``Encoder.conv1.weight``, ``Encoder.bn1.*`` -> ``encoder.conv1.weight``, ``encoder.bn1.*``
+* ``Encoder.res2/3/4/5.*`` -> ``encoder.layer1/2/3/4.*`` (torchvision Bottleneck names inside)
+* ``Encoder.atn.{0,2,4}.{weight,bias}`` -> ``encoder.atn.{0,2,4}.{weight,bias}``
+  (``(256, 257, 1, 1)``, ``(256, 256, 3, 3)``, ``(256, 256, 3, 3)``)
+* ``Decoder.GC.conv_{l1,l2,r1,r2}.*`` -> ``decoder.GC.conv_{l1,l2,r1,r2}.*``
+* ``Decoder.convG1.*``, ``Decoder.convG2.*`` -> ``decoder.convG1.*``, ``decoder.convG2.*``
+* ``Decoder.RF{4,3,2}.conv{FS1,FS2,FS3,MM1,MM2}.*`` -> ``decoder.RF{4,3,2}.conv{...}.*``
+* ``Decoder.pred2.*`` -> ``decoder.pred2.*`` (``(2, 256, 3, 3)``)
+
+The checkpoint was written by PyTorch 0.4.0, whose BatchNorm has no ``num_batches_tracked``
+buffer (unused with frozen BN). ``GC`` takes ``cat(target r5, reference r5)`` in that order, as
+the official decoder does. RGMP's ``weights.pth`` (the authors' initialisation) maps the same way
+for the keys it shares (it lacks ``atn``; its ``pred5..pred3`` have no place here).
+
+Choices where paper and code are silent or differ (kept):
+
+* The instance-specific feature extractor is the shared encoder's stem + ``layer1`` (three
+  bottlenecks), as in the code (the paper says "two residual blocks"); ``conv1(rgb)`` is computed
+  once per frame and shared by the ``K`` masks (equal to the code's ``K`` copies of the frame).
+* The mask is resized to 1/4 for ``atn`` bilinearly with ``align_corners=True`` (code); other
+  bilinear resizes use ``align_corners=False`` (PyTorch >= 0.4 default).
+* Frames are zero-padded (black, split evenly) to a multiple of 32 inside; the official code
+  resizes to 448x832 (DAVIS) or 320x640 (YouTube-VOS); the session's internal size (shorter
+  side 448) comes close.
+* Objects first given on a later frame form a *reference group*: their frame and merged mask
+  give the group's own ``ref_r5``; the instance-agnostic module runs once per group (batched),
+  each object decodes from its group's ``m3``, and all objects are normalised together (the code
+  propagates each group separately and merges by argmax).
+* An object whose warped mask has no pixel > 0.5 is dropped on that frame (code): its
+  normalised probability is set to 0 and its mass goes to the background, done with tensor
+  masking (no host-device synchronisation).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import State, StageFn, VOSMethod, no_stage
+from .blocks import (
+    GlobalConvBlock,
+    RefineModule,
+    ResNetEncoder,
+    freeze_batchnorm,
+    normalize_imagenet,
+    pad_to_multiple,
+    soft_aggregate,
+    unpad,
+)
+from .registry import register_method
+
+PAD = 32
+"""Inputs are padded to a multiple of this (the encoder's stride)."""
+
+
+class AGSSEncoder(ResNetEncoder):
+    """RGMP's 4-channel encoder plus the attention generator ``atn`` of the instance-specific module.
+
+    Args:
+        depth: ResNet depth (50 in the paper).
+        base_width: stem width (64); ``channels`` are ``(4c, 8c, 16c, 32c)`` for depth >= 50.
+        mdim: width of the attention feature (256, the decoder width).
+    """
+
+    def __init__(self, depth: int = 50, *, base_width: int = 64, mdim: int = 256) -> None:
+        super().__init__(depth, base_width=base_width, mask_channels=1)
+        c2 = self.channels[0]
+        self.atn = nn.Sequential(
+            nn.Conv2d(c2 + 1, mdim, 1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(mdim, mdim, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(mdim, mdim, 3, stride=2, padding=1),
+        )
+        for m in self.atn:
+            if isinstance(m, nn.Conv2d):  # the authors' initialisation of atn
+                nn.init.normal_(m.weight, 0.0, 0.01)
+                nn.init.zeros_(m.bias)
+
+    def instance_features(self, image: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Instance visual and attention features.
+
+        Args:
+            image: ``(B, 3, H, W)`` ImageNet-normalised, ``H, W`` multiples of 32.
+            masks: ``(B * K, 1, H, W)`` warped object masks, ``K`` per image.
+
+        Returns:
+            ``r2_obj (B * K, C2, H/4, W/4)`` and ``atn (B * K, mdim, H/8, W/8)``.
+        """
+        r2 = self.layer1(self.stem(image, masks))
+        m4 = F.interpolate(masks, size=r2.shape[-2:], mode="bilinear", align_corners=True)
+        return r2, self.atn(torch.cat([r2, m4.to(r2.dtype)], 1))
+
+
+class AGSSDecoder(nn.Module):
+    """Instance-agnostic decoder (``GC``, ``convG1/2``, ``RF4``, ``RF3``) and attention-guided
+    decoder (``RF2``, ``pred2``).
+
+    Args:
+        channels: encoder channels of ``r2, r3, r4, r5`` (256, 512, 1024, 2048).
+        mdim: decoder width (256).
+        kernel: global convolution kernel (7).
+    """
+
+    def __init__(self, channels: tuple[int, int, int, int], *, mdim: int = 256, kernel: int = 7) -> None:
+        super().__init__()
+        c2, c3, c4, c5 = channels
+        self.GC = GlobalConvBlock(2 * c5, mdim, kernel)
+        self.convG1 = nn.Conv2d(mdim, mdim, 3, padding=1)
+        self.convG2 = nn.Conv2d(mdim, mdim, 3, padding=1)
+        self.RF4 = RefineModule(c4, mdim)
+        self.RF3 = RefineModule(c3, mdim)
+        self.RF2 = RefineModule(c2, mdim)
+        self.pred2 = nn.Conv2d(mdim, 2, 3, padding=1)
+
+    def agnostic(self, r5: torch.Tensor, ref5: torch.Tensor, r4: torch.Tensor, r3: torch.Tensor) -> torch.Tensor:
+        """``r5, ref5 (G, C5, h, w)``, ``r4 (G, C4, 2h, 2w)``, ``r3 (G, C3, 4h, 4w)`` -> ``m3 (G, mdim, 4h, 4w)``."""
+        x = self.GC(torch.cat([r5, ref5.to(r5.dtype)], 1))
+        m5 = x + self.convG2(F.relu(self.convG1(F.relu(x))))
+        return self.RF3(r3, self.RF4(r4, m5))
+
+    def guided(self, m3: torch.Tensor, r2_obj: torch.Tensor, atn: torch.Tensor) -> torch.Tensor:
+        """``m3, atn (N, mdim, h, w)``, ``r2_obj (N, C2, 2h, 2w)`` -> 2-way logits ``(N, 2, 2h, 2w)`` (eq. 3)."""
+        return self.pred2(F.relu(self.RF2(r2_obj, m3 * atn)))
+
+
+class AGSSNet(nn.Module):
+    """The AGSS-VOS network (stateless). See the module docstring for the data flow.
+
+    Args:
+        depth: encoder ResNet depth (50).
+        base_width: encoder stem width (64).
+        mdim: decoder / attention width (256).
+        gc_kernel: global convolution kernel size (7).
+        freeze_bn: keep the encoder's BatchNorm fixed in training (True, as the authors).
+    """
+
+    def __init__(self, *, depth: int = 50, base_width: int = 64, mdim: int = 256, gc_kernel: int = 7, freeze_bn: bool = True) -> None:
+        super().__init__()
+        self.encoder = AGSSEncoder(depth, base_width=base_width, mdim=mdim)
+        self.decoder = AGSSDecoder(self.encoder.channels, mdim=mdim, kernel=gc_kernel)
+        self.freeze_bn = freeze_bn
+        if freeze_bn:
+            freeze_batchnorm(self.encoder)
+
+    def train(self, mode: bool = True) -> "AGSSNet":
+        super().train(mode)
+        if self.freeze_bn:
+            freeze_batchnorm(self.encoder)
+        return self
+
+    # --- stages (inputs padded to a multiple of 32) -----------------------------------------
+    def instance_agnostic(self, image: torch.Tensor, masks: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+        """Instance-agnostic feature.
+
+        Args:
+            image: ``(B, 3, H, W)`` in [0, 1], ``H, W`` multiples of 32.
+            masks: ``(B * G, 1, H, W)`` merged (agnostic) warped masks, ``G`` per image (one per
+                reference group).
+            ref: ``(B * G, C5, H/32, W/32)`` reference features from :meth:`reference`.
+
+        Returns:
+            ``m3 (B * G, mdim, H/8, W/8)``.
+        """
+        r2, r3, r4, r5 = self.encoder(normalize_imagenet(image), masks)
+        return self.decoder.agnostic(r5, ref, r4, r3)
+
+    def instance_specific(self, image: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Instance visual and attention features: ``image (B, 3, H, W)`` in [0, 1] (multiples
+        of 32), ``masks (B * K, 1, H, W)`` -> ``r2_obj (B * K, C2, H/4, W/4)``,
+        ``atn (B * K, mdim, H/8, W/8)``."""
+        return self.encoder.instance_features(normalize_imagenet(image), masks)
+
+    def decode(self, m3: torch.Tensor, r2_obj: torch.Tensor, atn: torch.Tensor) -> torch.Tensor:
+        """Attention-guided decoder: ``m3, atn (N, mdim, h, w)``, ``r2_obj (N, C2, 2h, 2w)`` ->
+        foreground logits ``(N, 8h, 8w)`` (``logit_fg - logit_bg`` of ``pred2``, upsampled x4)."""
+        p2 = self.decoder.guided(m3, r2_obj, atn)
+        fg = (p2[:, 1] - p2[:, 0]).unsqueeze(1)
+        return F.interpolate(fg, scale_factor=4, mode="bilinear", align_corners=False)[:, 0]
+
+    # --- whole-frame entry points (any size) --------------------------------------------------
+    def reference(self, image: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """Reference feature (computed once per video).
+
+        Args:
+            image: ``(B, 3, H, W)`` reference frames in [0, 1].
+            masks: ``(B, K, H, W)`` their object masks (merged by max over ``K``, eq. 1).
+
+        Returns:
+            ``(B, C5, Hp/32, Wp/32)``, ``Hp, Wp`` = ``H, W`` padded to a multiple of 32.
+        """
+        x, _ = pad_to_multiple(image, PAD)
+        m, _ = pad_to_multiple(masks.amax(1, keepdim=True), PAD)
+        return self.encoder(normalize_imagenet(x), m)[3]
+
+    def forward(self, image: torch.Tensor, warped: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+        """Per-object foreground logits for a batch of frames (the training entry point).
+
+        Args:
+            image: ``(B, 3, H, W)`` target frames in [0, 1].
+            warped: ``(B, K, H, W)`` previous object probabilities warped to the targets.
+            ref: ``(B, C5, Hp/32, Wp/32)`` from :meth:`reference`.
+
+        Returns:
+            ``(B, K, H, W)`` foreground logits (``sigmoid`` -> ``P_{t,k}``).
+        """
+        b, k = warped.shape[:2]
+        x, pads = pad_to_multiple(image, PAD)
+        w, _ = pad_to_multiple(warped, PAD)
+        m3 = self.instance_agnostic(x, w.amax(1, keepdim=True), ref)
+        r2_obj, atn = self.instance_specific(x, w.flatten(0, 1).unsqueeze(1))
+        m3 = m3.unsqueeze(1).expand(-1, k, -1, -1, -1).flatten(0, 1)
+        logits = self.decode(m3, r2_obj, atn)
+        return unpad(logits, pads).unflatten(0, (b, k))
+
+
+class AGSS(VOSMethod):
+    """AGSS-VOS inference rule around :class:`AGSSNet`.
+
+    State: ``ref (G, C5, h, w)`` reference features of the ``G`` reference groups;
+    ``group (K,)`` long, each slot's group; ``member (G, K)`` float, 1 where slot k is in group g.
+    """
+
+    name = "agss"
+    stages = ("instance-agnostic", "instance-specific", "decoder")
+    uses_flow = True
+    net: AGSSNet
+
+    def __init__(self, net: AGSSNet) -> None:
+        super().__init__(net)
+
+    def memorize(self, state: State, image: torch.Tensor, prob: torch.Tensor, new_slots: list[int]) -> None:
+        """New slots form a reference group: this frame + their merged mask -> ``ref_r5``."""
+        if not new_slots:
+            return
+        have = int(state["group"].shape[0]) if "group" in state else 0
+        if sorted(new_slots) != list(range(have + 1, have + 1 + len(new_slots))):
+            raise RuntimeError(f"new slots {new_slots} do not follow the {have} known slots")
+        masks = prob[have + 1 : have + 1 + len(new_slots)].unsqueeze(0)
+        ref = self.net.reference(image, masks.to(image.dtype))
+        g = int(state["ref"].shape[0]) if "ref" in state else 0
+        new_group = torch.full((len(new_slots),), g, dtype=torch.long, device=image.device)
+        state["ref"] = torch.cat([state["ref"], ref]) if g else ref
+        state["group"] = torch.cat([state["group"], new_group]) if have else new_group
+        groups = torch.arange(g + 1, device=image.device)
+        state["member"] = (state["group"].unsqueeze(0) == groups.unsqueeze(1)).float()
+
+    def predict(self, state: State, image: torch.Tensor, warped: torch.Tensor, *, stage: StageFn = no_stage) -> torch.Tensor:
+        """``warped (K, H, W)`` -> ``(K + 1, H, W)`` normalised probabilities (eq. 4-5)."""
+        k = warped.shape[0]
+        if k == 0:
+            return torch.ones((1, *warped.shape[-2:]), device=warped.device)
+        if "group" not in state or state["group"].shape[0] != k:
+            raise RuntimeError(f"predict got {k} objects but memorize saw {state['group'].shape[0] if 'group' in state else 0}")
+        x, pads = pad_to_multiple(image, PAD)
+        w, _ = pad_to_multiple(warped.to(image.dtype).unsqueeze(1), PAD)  # (K, 1, Hp, Wp)
+        with stage("instance-agnostic"):
+            member = state["member"].to(w.dtype)
+            agnostic = (w[:, 0].unsqueeze(0) * member[:, :, None, None]).amax(1, keepdim=True)  # (G, 1, Hp, Wp)
+            m3 = self.net.instance_agnostic(x, agnostic, state["ref"])
+        with stage("instance-specific"):
+            r2_obj, atn = self.net.instance_specific(x, w)
+        with stage("decoder"):
+            logits = unpad(self.net.decode(m3[state["group"]], r2_obj, atn), pads)
+            prob = soft_aggregate(torch.sigmoid(logits.float()))
+            alive = (warped > 0.5).flatten(1).any(1).to(prob.dtype)  # (K,)
+            objects = prob[1:] * alive[:, None, None]
+            return torch.cat([(1.0 - objects.sum(0, keepdim=True)).clamp_(min=0.0), objects])
+
+
+@register_method("agss", needs_weights=True, paper="Lin, Qi, Jia: AGSS-VOS: Attention Guided Single-Shot Video Object Segmentation, ICCV 2019", default_flow="raft-small")
+def build_agss(*, depth: int = 50, base_width: int = 64, mdim: int = 256, gc_kernel: int = 7, freeze_bn: bool = True) -> AGSS:
+    """AGSS-VOS with a random-init :class:`AGSSNet` (paper size by default: ResNet-50, width 64,
+    decoder 256, GC kernel 7). Tiny test variant: ``depth=18, base_width=8, mdim=16``."""
+    return AGSS(AGSSNet(depth=depth, base_width=base_width, mdim=mdim, gc_kernel=gc_kernel, freeze_bn=freeze_bn))

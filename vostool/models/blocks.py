@@ -1,0 +1,306 @@
+"""Network blocks shared by several methods.
+
+* :class:`ResNetEncoder` — ResNet-18/34/50/101 with an optional extra mask input added to the
+  stem (RGMP / AGSS-VOS / SAVOS: ``conv1_p(mask)`` is added to ``conv1(rgb)`` before ``bn1``,
+  which equals a 4-channel first convolution). Width is selectable (``base_width``, 64 in the
+  papers) so tests and shipped weights can be small. Parameter names follow torchvision's ResNet
+  (``conv1``, ``bn1``, ``layer1``..``layer4``; RGMP/AGSS call them ``res2``..``res5``).
+* :func:`freeze_batchnorm` — BatchNorm statistics and affine parameters fixed (RGMP / AGSS-VOS
+  train with frozen BN: batches of one video).
+* :class:`GlobalConvBlock` — the large-kernel global convolution (Peng et al.) of RGMP, AGSS-VOS
+  and SAVOS: branch kx1 -> 1xk plus branch 1xk -> kx1, summed, no BatchNorm.
+* :class:`RefineModule` — RGMP's refine module (``convFS1..3``, ``convMM1..2``).
+* :class:`ResBlock` — two 3x3 convs with pre-activation ReLU and a residual.
+* :class:`CBAM` — channel then spatial attention (Woo et al.), used by SAVOS's decoder.
+* :func:`soft_aggregate` (AGSS-VOS eq. 4-5: background ``1 - max_k p_k``) and
+  :func:`softmax_aggregate` (SAVOS eq. 5 with STM's background ``prod_k (1 - p_k)``); both
+  normalise odds ``p / (1 - p)`` over [background, objects] (= softmax of logits, see
+  :func:`aggregate_logits`).
+* :func:`pad_to_multiple` / :func:`unpad` and :func:`normalize_imagenet`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models.resnet import BasicBlock, Bottleneck
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+_DEPTHS: dict[int, tuple[type[nn.Module], tuple[int, int, int, int]]] = {
+    18: (BasicBlock, (2, 2, 2, 2)),
+    34: (BasicBlock, (3, 4, 6, 3)),
+    50: (Bottleneck, (3, 4, 6, 3)),
+    101: (Bottleneck, (3, 4, 23, 3)),
+}
+
+
+def normalize_imagenet(image: torch.Tensor) -> torch.Tensor:
+    """``(N, 3, H, W)`` RGB in [0, 1] -> ImageNet-normalised."""
+    mean = image.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = image.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return (image - mean) / std
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
+    """Zero-pad the last two dims of ``x`` up to a multiple of ``multiple`` (split evenly).
+
+    Returns:
+        ``(padded, pads)`` where ``pads = (left, right, top, bottom)`` for :func:`unpad`.
+    """
+    h, w = x.shape[-2:]
+    ph = (multiple - h % multiple) % multiple
+    pw = (multiple - w % multiple) % multiple
+    pads = (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
+    if ph or pw:
+        x = F.pad(x, pads)
+    return x, pads
+
+
+def unpad(x: torch.Tensor, pads: tuple[int, int, int, int]) -> torch.Tensor:
+    """Undo :func:`pad_to_multiple` on the last two dims."""
+    left, right, top, bottom = pads
+    h, w = x.shape[-2:]
+    return x[..., top : h - bottom, left : w - right]
+
+
+class ResNetEncoder(nn.Module):
+    """ResNet backbone returning the 1/4, 1/8, 1/16 and 1/32 features.
+
+    Args:
+        depth: 18, 34, 50 or 101.
+        base_width: channels of the stem (64 in the papers); stage widths scale with it.
+        mask_channels: extra input channels (e.g. 1 for RGMP's mask) fed through ``conv1_p``
+            (7x7 stride 2, with bias) whose output is added to ``conv1(rgb)`` before ``bn1``.
+        out_stage: last stage computed (1..4); ``forward`` returns only stages up to it.
+
+    Shapes (input ``(N, 3, H, W)``, ``H, W`` multiples of 32):
+        ``r2``: ``(N, 4c | c, H/4, W/4)``, ``r3``: ``(N, 8c | 2c, H/8, W/8)``,
+        ``r4``: ``(N, 16c | 4c, H/16, W/16)``, ``r5``: ``(N, 32c | 8c, H/32, W/32)`` where
+        ``c = base_width`` and the first form is for Bottleneck depths (50/101).
+    """
+
+    def __init__(self, depth: int = 50, *, base_width: int = 64, mask_channels: int = 0, out_stage: int = 4) -> None:
+        super().__init__()
+        if depth not in _DEPTHS:
+            raise ValueError(f"depth must be one of {sorted(_DEPTHS)}")
+        block, layers = _DEPTHS[depth]
+        self.out_stage = out_stage
+        self.conv1 = nn.Conv2d(3, base_width, 7, 2, 3, bias=False)
+        self.conv1_p = nn.Conv2d(mask_channels, base_width, 7, 2, 3, bias=True) if mask_channels else None
+        self.bn1 = nn.BatchNorm2d(base_width)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        self._inplanes = base_width
+        widths = [base_width * m for m in (1, 2, 4, 8)]
+        stages = []
+        for i, (w, n) in enumerate(zip(widths, layers)):
+            stages.append(self._make_layer(block, w, n, stride=1 if i == 0 else 2) if i < out_stage else None)
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.channels = tuple(w * block.expansion for w in widths)
+        """Channels of ``r2``, ``r3``, ``r4``, ``r5``."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def _make_layer(self, block: type[nn.Module], planes: int, blocks: int, stride: int) -> nn.Sequential:
+        downsample = None
+        out = planes * block.expansion
+        if stride != 1 or self._inplanes != out:
+            downsample = nn.Sequential(nn.Conv2d(self._inplanes, out, 1, stride, bias=False), nn.BatchNorm2d(out))
+        mods = [block(self._inplanes, planes, stride, downsample)]
+        self._inplanes = out
+        mods += [block(out, planes) for _ in range(1, blocks)]
+        return nn.Sequential(*mods)
+
+    def stem(self, image: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Stem: ``conv1(rgb) [+ conv1_p(mask)] -> bn1 -> relu -> maxpool``.
+
+        Args:
+            image: ``(B, 3, H, W)`` normalised RGB.
+            mask: ``(B * n, m, H, W)``: ``n`` masks per image (``n >= 1``; mask rows
+                ``b * n .. b * n + n - 1`` go with image ``b``). ``conv1(rgb)`` is computed once
+                per image and shared by its ``n`` masks (the result equals repeating the image).
+
+        Returns:
+            ``(B * n, c, H/4, W/4)``.
+        """
+        x = self.conv1(image)
+        if self.conv1_p is not None:
+            if mask is None:
+                raise ValueError("this encoder takes a mask input")
+            p = self.conv1_p(mask)
+            b, n = x.shape[0], p.shape[0] // max(x.shape[0], 1)
+            if n * b != p.shape[0]:
+                raise ValueError(f"{p.shape[0]} masks cannot be shared out over {b} images")
+            x = (x.unsqueeze(1) + p.unflatten(0, (b, n))).flatten(0, 1) if n != 1 else x + p
+        return self.maxpool(self.relu(self.bn1(x)))
+
+    def forward(self, image: torch.Tensor, mask: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """Returns ``[r2, r3, r4, r5][:out_stage]`` (see class docstring for shapes; the batch is
+        the mask batch ``B * n`` when masks are given, see :meth:`stem`)."""
+        x = self.stem(image, mask)
+        feats = []
+        for layer in (self.layer1, self.layer2, self.layer3, self.layer4)[: self.out_stage]:
+            x = layer(x)
+            feats.append(x)
+        return feats
+
+
+
+def freeze_batchnorm(module: nn.Module) -> None:
+    """Fix every BatchNorm in ``module``: eval mode (running statistics used, not updated) and
+    affine parameters with ``requires_grad=False``.
+
+    Networks that train with frozen BN call this from their ``train()`` override, so
+    ``net.train()`` never switches these layers back to batch statistics.
+    """
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+            for p in m.parameters():
+                p.requires_grad_(False)
+
+
+class ResBlock(nn.Module):
+    """Two 3x3 convs, each after a ReLU, with a residual: ``x + conv2(relu(conv1(relu(x))))``.
+
+    ``(N, C, h, w) -> (N, C, h, w)``.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(F.relu(self.conv1(F.relu(x))))
+
+
+class GlobalConvBlock(nn.Module):
+    """Global convolution (Peng et al., "Large Kernel Matters") as in RGMP / AGSS-VOS / SAVOS.
+
+    ``(N, in_ch, h, w) -> (N, out_ch, h, w)``: branch ``conv_l1`` (kx1) -> ``conv_l2`` (1xk) plus
+    branch ``conv_r1`` (1xk) -> ``conv_r2`` (kx1), summed. No BatchNorm, no activation (RGMP
+    and AGSS-VOS follow it with their own residual pair ``convG1``/``convG2``).
+
+    Args:
+        in_ch: input channels (the concatenated reference and target top features).
+        out_ch: output channels; also the width between the two convs of each branch.
+        kernel: ``k`` (7 in RGMP / AGSS-VOS).
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, kernel: int = 7) -> None:
+        super().__init__()
+        p = kernel // 2
+        self.conv_l1 = nn.Conv2d(in_ch, out_ch, (kernel, 1), padding=(p, 0))
+        self.conv_l2 = nn.Conv2d(out_ch, out_ch, (1, kernel), padding=(0, p))
+        self.conv_r1 = nn.Conv2d(in_ch, out_ch, (1, kernel), padding=(0, p))
+        self.conv_r2 = nn.Conv2d(out_ch, out_ch, (kernel, 1), padding=(p, 0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv_l2(self.conv_l1(x)) + self.conv_r2(self.conv_r1(x))
+
+
+class RefineModule(nn.Module):
+    """RGMP's refine module: ``skip (N, in_ch, H, W)`` + ``coarse (N, out_ch, h, w)`` -> ``(N, out_ch, H, W)``.
+
+    ``s = convFS1(skip)``; ``s = s + convFS3(relu(convFS2(relu(s))))``; ``m = s + coarse``
+    (bilinearly resized to the skip's size when it differs, i.e. x2 between ResNet stages);
+    ``m = m + convMM2(relu(convMM1(relu(m))))``. All convs 3x3 with bias; names as in the
+    RGMP / AGSS-VOS code.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int) -> None:
+        super().__init__()
+        self.convFS1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.convFS2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
+        self.convFS3 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
+        self.convMM1 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
+        self.convMM2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
+
+    def forward(self, skip: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
+        s = self.convFS1(skip)
+        s = s + self.convFS3(F.relu(self.convFS2(F.relu(s))))
+        if coarse.shape[-2:] != s.shape[-2:]:
+            coarse = F.interpolate(coarse, size=s.shape[-2:], mode="bilinear", align_corners=False)
+        m = s + coarse
+        return m + self.convMM2(F.relu(self.convMM1(F.relu(m))))
+
+
+class CBAM(nn.Module):
+    """Channel then spatial attention (Woo et al.; SAVOS eq. 2-4). ``(N, C, h, w) -> (N, C, h, w)``.
+
+    Channel: ``Mc = sigmoid(MLP(avgpool(x)) + MLP(maxpool(x)))`` with one shared MLP
+    ``C -> C/r -> C`` (ReLU between); ``x' = Mc * x``. Spatial: ``Ms = sigmoid(conv7x7([mean_c(x'),
+    max_c(x')]))``; output ``Ms * x'``.
+    """
+
+    def __init__(self, channels: int, reduction: int = 16, kernel: int = 7) -> None:
+        super().__init__()
+        hidden = max(channels // reduction, 1)
+        self.mlp = nn.Sequential(nn.Conv2d(channels, hidden, 1), nn.ReLU(inplace=True), nn.Conv2d(hidden, channels, 1))
+        self.spatial = nn.Conv2d(2, 1, kernel, padding=kernel // 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ca = torch.sigmoid(self.mlp(x.mean((2, 3), keepdim=True)) + self.mlp(x.amax((2, 3), keepdim=True)))
+        x = x * ca
+        sa = torch.sigmoid(self.spatial(torch.cat([x.mean(1, keepdim=True), x.amax(1, keepdim=True)], 1)))
+        return x * sa
+
+
+def aggregate_logits(fg: torch.Tensor, *, background: str = "max", eps: float = 1e-7) -> torch.Tensor:
+    """Logits over [background, objects] whose softmax is the odds-normalised distribution.
+
+    Args:
+        fg: ``(..., K, H, W)`` per-object foreground probabilities, each in [0, 1] and
+            predicted independently (``K`` may be 0).
+        background: how the background probability ``p_0`` is derived: ``"max"``
+            (``1 - max_k p_k``, AGSS-VOS eq. 5) or ``"prod"`` (``prod_k (1 - p_k)``, STM's soft
+            aggregation; SAVOS, see :func:`softmax_aggregate`).
+        eps: probabilities are clamped to ``[eps, 1 - eps]``.
+
+    Returns:
+        ``(..., K + 1, H, W)`` float32 ``logit(p) = log(p / (1 - p))``; ``softmax`` over dim -3
+        gives ``p_m / (1 - p_m)`` normalised over ``m = 0..K`` (AGSS-VOS eq. 4, SAVOS eq. 5).
+    """
+    fg = fg.float()
+    if background == "max":
+        bg = 1.0 - fg.amax(-3, keepdim=True) if fg.shape[-3] else torch.ones_like(fg.sum(-3, keepdim=True))
+    elif background == "prod":
+        bg = torch.prod(1.0 - fg, -3, keepdim=True)
+    else:
+        raise ValueError(f"background must be 'max' or 'prod', not {background!r}")
+    p = torch.cat([bg, fg], -3).clamp(eps, 1.0 - eps)
+    return torch.log(p) - torch.log1p(-p)
+
+
+def soft_aggregate(fg: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """AGSS-VOS probabilistic normalisation (eq. 4-5): background ``1 - max_k p_k``, then odds
+    ``p / (1 - p)`` normalised over [background, objects].
+
+    Args:
+        fg: ``(..., K, H, W)`` per-object foreground probabilities in [0, 1].
+
+    Returns:
+        ``(..., K + 1, H, W)`` float32 probabilities summing to 1 over dim -3.
+    """
+    return torch.softmax(aggregate_logits(fg, background="max", eps=eps), -3)
+
+
+def softmax_aggregate(fg: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """SAVOS eq. 5 with STM's background ``prod_k (1 - p_k)``, then odds
+    ``p / (1 - p)`` normalised over [background, objects], i.e. ``softmax(logit(p))``.
+
+    Args:
+        fg: ``(..., K, H, W)`` per-object foreground probabilities in [0, 1].
+
+    Returns:
+        ``(..., K + 1, H, W)`` float32 probabilities summing to 1 over dim -3.
+    """
+    return torch.softmax(aggregate_logits(fg, background="prod", eps=eps), -3)

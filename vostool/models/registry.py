@@ -1,0 +1,81 @@
+"""Registry of segmentation methods: name -> builder.
+
+A builder is a keyword-only function returning a :class:`~vostool.models.base.VOSMethod` with
+a randomly initialised network (weights are loaded by :mod:`vostool.weights`, never here).
+Keyword arguments that are None are dropped, so unset CLI options never override a builder's
+defaults (the paper-size network).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from ..errors import InputError
+from .base import VOSMethod
+
+Builder = Callable[..., VOSMethod]
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """What the registry knows about a method.
+
+    Attributes:
+        name: the ``--method`` name.
+        builder: keyword-only function building the method.
+        needs_weights: False for weightless methods (``flow``).
+        paper: one-line citation.
+        default_flow: the flow backend used when ``--flow`` is not given.
+    """
+
+    name: str
+    builder: Builder
+    needs_weights: bool
+    paper: str
+    default_flow: str = "raft-small"
+
+
+_REGISTRY: dict[str, MethodInfo] = {}
+
+
+def register_method(name: str, *, needs_weights: bool = True, paper: str = "", default_flow: str = "raft-small") -> Callable[[Builder], Builder]:
+    """Decorator registering ``builder`` under ``name``."""
+
+    def deco(builder: Builder) -> Builder:
+        _REGISTRY[name] = MethodInfo(name, builder, needs_weights, paper, default_flow)
+        return builder
+
+    return deco
+
+
+def _load_builtin() -> None:
+    # Importing the model modules runs their @register_method decorators.
+    from . import flow_method  # noqa: F401
+
+    for mod in ("agss", "savos", "ovsnet", "embedding"):
+        try:
+            __import__(f"{__package__}.{mod}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__package__}.{mod}":
+                raise
+
+
+def available_methods() -> list[str]:
+    """Sorted names of every registered method."""
+    _load_builtin()
+    return sorted(_REGISTRY)
+
+
+def method_info(name: str) -> MethodInfo:
+    """The :class:`MethodInfo` for ``name``; raises InputError naming the choices."""
+    _load_builtin()
+    if name not in _REGISTRY:
+        raise InputError(f"unknown method {name!r}; choose one of: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def create_method(name: str, **kwargs: Any) -> VOSMethod:
+    """Build method ``name`` with a random-init network; None-valued kwargs are ignored."""
+    info = method_info(name)
+    return info.builder(**{k: v for k, v in kwargs.items() if v is not None})
