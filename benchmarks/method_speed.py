@@ -1,8 +1,9 @@
 """Frames per second against the number of objects, per method (like AGSS-VOS Figure 1).
 
 Methods are looked up through the registry (``vostool.models.create_method``) with random
-weights; ``--variant`` picks the keyword arguments from :data:`VARIANTS` (``paper`` = the
-builder's defaults). A method without a ``tiny`` entry cannot run ``--variant tiny``: add one.
+weights; ``--variant tiny`` builds the tiny variant each method registers next to its builder
+(``MethodInfo.tiny``), ``--variant paper`` the builder's defaults. ``--methods`` defaults to
+every registered method.
 
 Each (method, objects) cell: a synthetic clip at ``--size`` (854x480 by default) with that many
 moving discs; frame 0's masks are memorized (not timed); ``--warmup`` frames run untimed, then
@@ -48,30 +49,7 @@ from vostool.inference.timing import StageTimer  # noqa: E402
 from vostool.io.atomic import atomic_path, write_text_atomic  # noqa: E402
 from vostool.models import available_methods, create_method  # noqa: E402
 from vostool.models.base import VOSMethod, no_stage  # noqa: E402
-
-VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
-    # method -> variant -> builder keyword arguments. "paper" is always the builder's defaults.
-    "flow": {"tiny": {}},
-    "agss": {"tiny": dict(depth=18, base_width=8, mdim=16)},
-    "savos": {"tiny": dict(depth=18, base_width=8, mdim=16, reduction=4)},
-    "ovsnet": {
-        "tiny": dict(
-            depth=18, base_width=8, fpn_channels=16, box_channels=32, mask_head_channels=16, mask_head_layers=2,
-            reid_hidden=32, mga_size=16, mga_planes=8, mga_blocks=1, aspp_channels=16, min_size=96, max_size=160,
-            rpn_pre_nms_top_n=100, rpn_post_nms_top_n=50, detections_per_img=20,
-        )
-    },
-    "embedding": {"tiny": dict(depth=18, base_width=8, decoder_channels=16)},
-}
-
-
-def variant_kwargs(method: str, variant: str) -> dict[str, Any]:
-    """Builder keyword arguments of ``method`` at ``variant`` (``paper`` -> defaults)."""
-    if variant == "paper":
-        return dict(VARIANTS.get(method, {}).get("paper", {}))
-    if variant not in VARIANTS.get(method, {}):
-        raise SystemExit(f"method_speed: no {variant!r} variant for {method!r}; add it to VARIANTS in {Path(__file__).name}")
-    return dict(VARIANTS[method][variant])
+from vostool.models.registry import VARIANTS  # noqa: E402
 
 
 def moving_discs(n_frames: int, h: int, w: int, k: int, seed: int = 0) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -165,7 +143,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         if name not in known:
             raise SystemExit(f"method_speed: unknown method {name!r}; registered: {', '.join(known)}")
         torch.manual_seed(0)
-        method = create_method(name, **variant_kwargs(name, args.variant)).to(device, channels_last=args.channels_last).eval()
+        method = create_method(name, variant=args.variant).to(device, channels_last=args.channels_last).eval()
         base_fps = None
         for k in args.objects:
             frames, ids = moving_discs(1 + args.warmup + args.frames, h, w, k)
@@ -239,8 +217,8 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--methods", default="agss,savos", help="comma-separated registered methods (default: agss,savos)")
-    p.add_argument("--variant", choices=["tiny", "paper"], default="tiny")
+    p.add_argument("--methods", default=None, help="comma-separated registered methods (default: all of them)")
+    p.add_argument("--variant", choices=VARIANTS, default="tiny", help="tiny (the registered tiny nets) or paper (builder defaults)")
     p.add_argument("--objects", default="1,2,4,8", help="comma-separated object counts")
     p.add_argument("--frames", type=int, default=10, help="timed frames per run")
     p.add_argument("--warmup", type=int, default=2, help="untimed frames before each run")
@@ -254,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--out", type=Path, default=None, help="folder for method_speed.{md,csv,png}")
     args = p.parse_args(argv)
-    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    args.methods = available_methods() if args.methods is None else [m.strip() for m in args.methods.split(",") if m.strip()]
     args.objects = [int(k) for k in args.objects.split(",")]
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from vostool.bench.datasets import open_dataset
-from vostool.bench.evaluate import evaluate
+from vostool.bench.scoring import evaluate
 from vostool.bench.metrics import statistics
 from vostool.bench.reference import reference_f, reference_j
 from vostool.cli.bench import bench
@@ -318,3 +318,46 @@ def test_usage_errors_are_one_line() -> None:
     assert isinstance(r.exception, InputError) and "--results" in str(r.exception)
     r = CliRunner().invoke(bench, ["--root", "."])
     assert isinstance(r.exception, InputError) and "--method" in str(r.exception)
+
+
+def test_run_on_ytvos_gives_late_objects_and_submits_every_fifth_frame(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    root = tmp_path / "ytvos"
+    _make_ytvos(root)
+    res, z = tmp_path / "run", tmp_path / "yt.zip"
+    r = CliRunner().invoke(bench, ["--root", str(root), "--split", "valid", "--method", "flow", "--flow", "dis", "--device", "cpu",
+                                   "--results", str(res), "--submission", str(z), "--workers", "1", "-q"])
+    assert r.exit_code == 0, r.output
+    assert len(list((res / "v1").glob("*.png"))) == 30
+    ids = [np.unique(np.array(Image.open(res / "v1" / f"{t:05d}.png"))).tolist() for t in (0, 9, 10, 29)]
+    assert 2 not in ids[0] and 2 not in ids[1] and 2 in ids[2] and 1 in ids[3]
+    assert sorted(zipfile.ZipFile(z).namelist()) == [f"Annotations/v1/{t:05d}.png" for t in range(0, 30, 5)]
+
+
+def test_speed_on_real_frames_of_a_dataset(davis: tuple[Path, Path], tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    root, _ = davis
+    out = tmp_path / "speed"
+    r = CliRunner().invoke(bench, ["--speed", "--root", str(root), "--method", "flow", "--flow", "dis", "--device", "cpu",
+                                   "--objects", "1,2", "--size", "48", "--frames", "5", "-o", str(out), "-q"])
+    assert r.exit_code == 0, r.output
+    rows = json.loads((out / "speed.json").read_text())["rows"]
+    assert [(row["objects"], row["source"], row["size"]) for row in rows] == [(1, "davis17/alpha", [80, 48]), (2, "davis17/alpha", [80, 48])]
+
+
+def test_root_cli_registers_bench() -> None:
+    from vostool.cli import cli
+
+    r = CliRunner().invoke(cli, ["bench", "--help"])
+    assert r.exit_code == 0 and "--eval-only" in r.output and "--submission" in r.output
+
+
+def test_binary_ids_of_each_annotation_style() -> None:
+    from vostool.bench.datasets import binary_ids
+
+    gray = np.array([[0, 255], [255, 0]], np.uint8)
+    assert binary_ids(gray).tolist() == [[0, 1], [1, 0]]
+    assert binary_ids(np.array([[0, 1]], np.uint8)).tolist() == [[0, 1]]
+    # A DAVIS 2017 palette annotation read as DAVIS 2016: union of the objects, void excluded.
+    palette = np.array([[0, 1, 2, 255]], np.uint8)
+    assert binary_ids(palette).tolist() == [[0, 1, 1, 0]]

@@ -180,3 +180,25 @@ def test_fast_scores_equal_reference_on_random_masks(seed: int) -> None:
         for i, k in enumerate((1, 2, 3)):
             assert j[i] == reference_j(gt == k, pred == k)
             assert f[i] == reference_f(gt == k, pred == k)
+
+
+def test_stray_pixels_and_distant_objects_equal_reference() -> None:
+    gt = np.zeros((120, 200), np.uint8)
+    cv2.circle(gt, (40, 50), 20, 1, -1)
+    pred = gt.copy()
+    pred[5, 190] = pred[110, 3] = pred[119, 199] = 1  # stray pixels far from the object
+    far = np.zeros_like(gt)
+    cv2.circle(far, (170, 90), 15, 1, -1)  # no boundary pixel within the tolerance
+    near = np.roll(gt, 2, axis=0)
+    for p in (pred, far, near, np.maximum(far, gt)):
+        j, f = frame_scores(gt, p, [1])
+        assert (j[0], f[0]) == (reference_j(gt, p), reference_f(gt, p))
+    j, f = frame_scores(gt, far, [1])
+    assert j[0] == 0.0 and f[0] == 0.0
+    # Stray pixels add boundary pixels that match nothing: precision drops, recall stays 1.
+    # A lone pixel's boundary is itself, its left, upper and upper-left neighbours (4 pixels);
+    # in the bottom-right corner the pixel itself never counts (3).
+    n_g = int(boundary_map(gt).sum())
+    precision = n_g / float(n_g + 4 + 4 + 3)
+    _, f = frame_scores(gt, pred, [1])
+    assert f[0] == 2 * precision * 1.0 / (precision + 1.0)

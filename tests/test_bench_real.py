@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from vostool.bench.datasets import open_dataset, read_annotation
-from vostool.bench.evaluate import evaluate
+from vostool.bench.scoring import evaluate
 from vostool.bench.metrics import frame_scores
 from vostool.bench.reference import reference_f, reference_j
 from vostool.io.masks import write_index_png

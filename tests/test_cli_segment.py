@@ -184,3 +184,22 @@ def test_killed_run_resumes_to_identical_masks(tmp_path) -> None:
     assert len(list(open_video(out / "overlay.mp4"))) == 150
     summary = json.loads((out / "timing.json").read_text())["summary"]
     assert summary["frames"] == 150 and summary["resumed_from_frame"] > 0
+
+
+def test_learned_method_without_weights_stops_and_says_how(clip, capsys, monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("VOSTOOL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    for method, hint in (("savos", "vostool train"), ("ovsnet", "vostool train"), ("embedding", "vostool train")):
+        code, _, err = run([clip["video"], "--mask", clip["mask"], "-o", tmp_path / method, "--method", method, "--offline"], capsys)
+        _one_line_error(code, err, hint)
+        assert not (tmp_path / method / "masks").exists()
+
+
+def test_random_weights_are_labelled_in_the_report(clip) -> None:
+    import vostool
+
+    summary = vostool.segment(clip["video"], clip["mask"], clip["dir"] / "rnd", method="agss", flow="dis", weights="random",
+                              device="cpu", overlay=False, method_kwargs={"variant": "tiny"})
+    assert summary["weights"]["name"] == "random" and "speed measurements only" in summary["weights"]["note"]
+    assert summary["frames"] == 14
+    assert {"instance-agnostic", "instance-specific", "decoder"} <= set(summary["stages"])

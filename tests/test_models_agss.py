@@ -2,28 +2,28 @@
 
 from __future__ import annotations
 
-import numpy as np
+from functools import partial
+
 import pytest
 import torch
-from synthetic import moving_objects
+from synthetic import (
+    assert_gradients_reach,
+    assert_probabilities,
+    assert_session_resumes,
+    first_frame_state,
+    fp32_and_bf16,
+    moving_objects,
+    propagate_with_late_object,
+    tiny_method,
+    to_inputs,
+    without,
+)
 
-from vostool.models import available_methods, create_method, method_info
+from vostool.models import available_methods, method_info
 from vostool.models.agss import AGSS, AGSSNet
 from vostool.models.blocks import soft_aggregate
 
-TINY = dict(depth=18, base_width=8, mdim=16)
-
-
-def to_inputs(frame: np.ndarray, ids: np.ndarray, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(1, 3, H, W)`` image in [0, 1] and ``(k + 1, H, W)`` one-hot probabilities."""
-    image = torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 255
-    prob = torch.stack([torch.from_numpy(ids == i).float() for i in range(k + 1)])
-    return image, prob
-
-
-def tiny(seed: int = 0) -> AGSS:
-    torch.manual_seed(seed)
-    return create_method("agss", **TINY).eval()
+tiny = partial(tiny_method, "agss")
 
 
 def test_registered_with_weights_and_flow() -> None:
@@ -37,14 +37,11 @@ def test_registered_with_weights_and_flow() -> None:
 def test_predict_shapes_and_probabilities_at_odd_sizes(hw: tuple[int, int]) -> None:
     m = tiny()
     frames, ids = moving_objects(2, *hw, objects=2)
-    image, prob = to_inputs(frames[0], ids[0], 2)
-    state = m.init_state()
+    prob = to_inputs(frames[0], ids[0], 2)[1]
     with torch.inference_mode():
-        m.memorize(state, image, prob, [1, 2])
+        state = first_frame_state(m, frames[0], ids[0], 2)
         out = m.predict(state, to_inputs(frames[1], ids[1], 2)[0], prob[1:])
-    assert out.shape == (3, *hw) and out.dtype == torch.float32
-    assert (out >= 0).all()
-    torch.testing.assert_close(out.sum(0), torch.ones(hw))
+    assert_probabilities(out, 2, hw)
 
 
 def test_predict_is_the_training_forward_plus_normalisation() -> None:
@@ -53,9 +50,8 @@ def test_predict_is_the_training_forward_plus_normalisation() -> None:
     frames, ids = moving_objects(2, 75, 101, objects=3)
     image0, prob0 = to_inputs(frames[0], ids[0], 3)
     image1, _ = to_inputs(frames[1], ids[1], 3)
-    state = m.init_state()
     with torch.inference_mode():
-        m.memorize(state, image0, prob0, [1, 2, 3])
+        state = first_frame_state(m, frames[0], ids[0], 3)
         out = m.predict(state, image1, prob0[1:])
         ref = m.net.reference(image0, prob0[None, 1:])
         logits = m.net(image1, prob0[None, 1:], ref)
@@ -91,14 +87,12 @@ def test_forward_batch_equals_separate_samples() -> None:
 def test_object_added_mid_video_gets_its_own_reference_group() -> None:
     m = tiny()
     frames, ids = moving_objects(4, 48, 80, objects=3)
-    state = m.init_state()
-    first = ids[0].copy()
-    first[first == 3] = 0  # object 3 is only given on frame 2
+    first = without(ids[0], 3)  # object 3 is only given on frame 2
+    prob = to_inputs(frames[0], first, 2)[1]
     with torch.inference_mode():
-        image, prob = to_inputs(frames[0], first, 2)
-        m.memorize(state, image, prob, [1, 2])
+        state = first_frame_state(m, frames[0], first, 2)
         out = m.predict(state, to_inputs(frames[1], ids[1], 2)[0], prob[1:])
-        assert out.shape == (3, 48, 80)
+        assert_probabilities(out, 2, (48, 80))
         image2, prob2 = to_inputs(frames[2], ids[2], 3)
         m.memorize(state, image2, prob2, [3])
         assert state["ref"].shape[0] == 2
@@ -106,8 +100,7 @@ def test_object_added_mid_video_gets_its_own_reference_group() -> None:
         assert state["member"].tolist() == [[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
         torch.testing.assert_close(state["ref"][1:], m.net.reference(image2, prob2[None, 3:]))
         out = m.predict(state, to_inputs(frames[3], ids[3], 3)[0], prob2[1:])
-    assert out.shape == (4, 48, 80)
-    torch.testing.assert_close(out.sum(0), torch.ones(48, 80))
+    assert_probabilities(out, 3, (48, 80))
     with pytest.raises(RuntimeError):
         m.predict(state, image2, prob2[1:3])
 
@@ -115,16 +108,14 @@ def test_object_added_mid_video_gets_its_own_reference_group() -> None:
 def test_object_without_confident_warped_pixels_is_dropped() -> None:
     m = tiny()
     frames, ids = moving_objects(2, 48, 64, objects=2)
-    image, prob = to_inputs(frames[0], ids[0], 2)
-    state = m.init_state()
-    warped = prob[1:].clone()
+    warped = to_inputs(frames[0], ids[0], 2)[1][1:].clone()
     warped[1] *= 0.5  # no pixel > 0.5: the object is lost
     with torch.inference_mode():
-        m.memorize(state, image, prob, [1, 2])
+        state = first_frame_state(m, frames[0], ids[0], 2)
         out = m.predict(state, to_inputs(frames[1], ids[1], 2)[0], warped)
     assert torch.equal(out[2], torch.zeros_like(out[2]))
     assert out[1].max() > 0
-    torch.testing.assert_close(out.sum(0), torch.ones(48, 64))
+    assert_probabilities(out, 2, (48, 64))
 
 
 def test_gradients_reach_every_learnable_parameter() -> None:
@@ -140,21 +131,17 @@ def test_gradients_reach_every_learnable_parameter() -> None:
     union = torch.maximum(prob[:, 1:], gt[None, 1:]).sum((-2, -1))
     loss = 1 - (inter / union).mean()  # instance IoU loss (eq. 7)
     loss.backward()
-    learnable = [(n, p) for n, p in net.named_parameters() if p.requires_grad]
-    assert len(learnable) > 50
-    missing = [n for n, p in learnable if p.grad is None or not p.grad.abs().sum() > 0]
-    assert missing == []
+    assert_gradients_reach(((n, p) for n, p in net.named_parameters() if p.requires_grad), 50)
 
 
 def test_deterministic_for_a_fixed_seed() -> None:
     frames, ids = moving_objects(2, 40, 56, objects=2)
-    image, prob = to_inputs(frames[0], ids[0], 2)
+    prob = to_inputs(frames[0], ids[0], 2)[1]
     outs = []
     for _ in range(2):
         m = tiny(seed=7)
-        state = m.init_state()
         with torch.inference_mode():
-            m.memorize(state, image, prob, [1, 2])
+            state = first_frame_state(m, frames[0], ids[0], 2)
             outs += [m.predict(state, to_inputs(frames[1], ids[1], 2)[0], prob[1:]) for _ in range(2)]
     assert all(torch.equal(outs[0], o) for o in outs[1:])
     assert not torch.equal(tiny(seed=8).net.decoder.pred2.weight, tiny(seed=7).net.decoder.pred2.weight)
@@ -162,17 +149,14 @@ def test_deterministic_for_a_fixed_seed() -> None:
 
 def test_runs_under_bf16_autocast_with_channels_last() -> None:
     frames, ids = moving_objects(2, 40, 56, objects=2)
-    image, prob = to_inputs(frames[0], ids[0], 2)
-    results = []
-    for bf16 in (False, True):
-        m = tiny().to("cpu", channels_last=bf16)
-        state = m.init_state()
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            m.memorize(state, image, prob, [1, 2])
-            results.append(m.predict(state, to_inputs(frames[1], ids[1], 2)[0], prob[1:]))
-    assert results[1].dtype == torch.float32
-    torch.testing.assert_close(results[1].sum(0), torch.ones(40, 56))
-    assert (results[0] - results[1]).abs().max() < 0.05
+    prob = to_inputs(frames[0], ids[0], 2)[1]
+
+    def predict(m: AGSS) -> torch.Tensor:
+        return m.predict(first_frame_state(m, frames[0], ids[0], 2), to_inputs(frames[1], ids[1], 2)[0], prob[1:])
+
+    fp32, bf16 = fp32_and_bf16(tiny, predict)
+    assert_probabilities(bf16, 2, (40, 56))
+    assert (fp32 - bf16).abs().max() < 0.05
 
 
 def test_paper_size_layout_matches_the_official_checkpoint_names() -> None:
@@ -206,15 +190,7 @@ def test_segments_a_clip_through_the_session() -> None:
     from vostool.inference.session import Session
 
     frames, ids = moving_objects(4, 48, 64, objects=3)
-    first = ids[0].copy()
-    first[first == 3] = 0
-    session = Session(tiny(), create_flow("dis"))
-    results = list(session.propagate(frames, {0: first, 2: ids[2]}))
-    assert [r.object_ids for r in results] == [[1, 2], [1, 2], [1, 2, 3], [1, 2, 3]]
-    assert results[0].ids.shape == (48, 64)
-    given = ids[2] > 0  # pixels given on frame 2 keep their ids; the rest is predicted
-    assert np.array_equal(results[2].ids[given], ids[2][given])
-    torch.testing.assert_close(results[3].prob.sum(0), torch.ones(48, 64))
+    propagate_with_late_object(Session(tiny(), create_flow("dis")), frames, ids)
 
 
 def test_session_state_resumes_identically() -> None:
@@ -223,12 +199,4 @@ def test_session_state_resumes_identically() -> None:
     from vostool.inference.session import Session
 
     frames, ids = moving_objects(5, 48, 64, objects=2)
-    full = Session(tiny(), create_flow("dis"))
-    expected = [r.prob for r in full.propagate(frames, {0: ids[0]})]
-    first = Session(tiny(), create_flow("dis"))
-    for t in range(3):
-        first.step(frames[t], ids[0] if t == 0 else None)
-    resumed = Session(tiny(), create_flow("dis"))
-    resumed.load_state_dict(first.state_dict())
-    for t in range(3, 5):
-        torch.testing.assert_close(resumed.step(frames[t]).prob, expected[t])
+    assert_session_resumes(lambda: Session(tiny(), create_flow("dis")), frames, ids)

@@ -3,56 +3,30 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from synthetic import (
+    assert_gradients_reach,
+    assert_probabilities,
+    first_frame_state,
+    fp32_and_bf16,
+    moving_discs,
+    propagate_with_late_object,
+    tiny_method,
+    to_inputs,
+    without,
+)
 
-from vostool.models import available_methods, create_method, method_info
+from vostool.models import available_methods, method_info
 from vostool.models.blocks import softmax_aggregate
 from vostool.models.embedding import EmbeddingMethod, GlobalInstanceEmbeddingNet, embedding_net, label_tensors
 
-TINY = dict(depth=18, base_width=8, decoder_channels=16)
-
-
-def moving_discs(n_frames: int, h: int, w: int, k: int, seed: int = 0) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """A textured background with ``k`` coloured discs moving right: RGB frames and id maps."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w]
-    base = (rng.random((h // 4 + 1, w // 4 + 1, 3)) * 120 + 60).repeat(4, 0).repeat(4, 1)[:h, :w]
-    colours = rng.integers(0, 255, (k, 3))
-    frames, ids = [], []
-    for t in range(n_frames):
-        img, lab = base.copy(), np.zeros((h, w), np.uint8)
-        for i in range(k):
-            cy, cx, r = h * (i + 1) / (k + 1), w * 0.25 + 2 * t + 3 * i, min(h, w) / (2.5 * k + 2)
-            disc = (yy - cy) ** 2 + (xx - cx) ** 2 < r * r
-            img[disc], lab[disc] = colours[i], i + 1
-        frames.append(img.astype(np.uint8))
-        ids.append(lab)
-    return frames, ids
-
-
-def to_inputs(frame: np.ndarray, ids: np.ndarray, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(1, 3, H, W)`` image in [0, 1] and ``(k + 1, H, W)`` one-hot probabilities."""
-    image = torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 255
-    prob = torch.stack([torch.from_numpy(ids == i).float() for i in range(k + 1)])
-    return image, prob
-
-
-def tiny(seed: int = 0, **kw: object) -> EmbeddingMethod:
-    torch.manual_seed(seed)
-    return create_method("embedding", **TINY, **kw).eval()
-
-
-def start(m: EmbeddingMethod, frame: np.ndarray, ids: np.ndarray, k: int) -> dict:
-    """The first frame as the session runs it (memorize, then update)."""
-    image, prob = to_inputs(frame, ids, k)
-    state = m.init_state()
-    m.memorize(state, image, prob, list(range(1, k + 1)))
-    m.update(state, image, prob)
-    return state
+TINY = method_info("embedding").tiny
+tiny = partial(tiny_method, "embedding")
 
 
 def run(m: EmbeddingMethod, state: dict, frames: list[np.ndarray], k: int) -> torch.Tensor:
@@ -78,11 +52,9 @@ def test_predict_shapes_and_probabilities_at_odd_sizes(hw: tuple[int, int]) -> N
     m = tiny()
     frames, ids = moving_discs(3, *hw, k=2)
     with torch.inference_mode():
-        state = start(m, frames[0], ids[0], 2)
+        state = first_frame_state(m, frames[0], ids[0], 2)
         out = run(m, state, frames[1:], 2)
-    assert out.shape == (3, *hw) and out.dtype == torch.float32
-    assert (out >= 0).all()
-    torch.testing.assert_close(out.sum(0), torch.ones(hw))
+    assert_probabilities(out, 2, hw)
     assert state["anchor_times"] == [0] and state["pool_times"] == [1]
 
 
@@ -92,7 +64,7 @@ def test_predict_is_the_training_forward_plus_soft_aggregation() -> None:
     image0, prob0 = to_inputs(frames[0], ids[0], 3)
     image1, _ = to_inputs(frames[1], ids[1], 3)
     with torch.inference_mode():
-        state = start(m, frames[0], ids[0], 3)
+        state = first_frame_state(m, frames[0], ids[0], 3)
         out = m.predict(state, image1, prob0[1:])
         ref = m.net(image1, image0[:, None], prob0[None, None])
     assert ref["logits"].shape == (1, 4, 45, 67) and ref["global_logit"].shape == (1, 1, 45, 67)
@@ -108,7 +80,7 @@ def test_instances_in_groups_of_six_equal_one_pass() -> None:
     for d in (6, 8, 1):
         m = tiny(max_instances=d)
         with torch.inference_mode():
-            state = start(m, frames[0], ids[0], 8)
+            state = first_frame_state(m, frames[0], ids[0], 8)
             outs.append(run(m, state, frames[1:], 8))
     assert outs[0].shape == (9, 40, 56)
     torch.testing.assert_close(outs[0], outs[1], rtol=1e-4, atol=1e-5)
@@ -147,7 +119,7 @@ def test_support_set_is_bounded_and_keeps_the_first_frame() -> None:
     m = tiny(support_size=3, pool_size=4)
     frames, ids = moving_discs(1, 32, 32, k=1)
     with torch.inference_mode():
-        state = start(m, frames[0], ids[0], 1)
+        state = first_frame_state(m, frames[0], ids[0], 1)
         sizes = []
         for _ in range(20):
             run(m, state, frames[:1], 1)
@@ -172,10 +144,9 @@ def test_temporal_sampling_takes_the_nearest_pooled_frame_to_each_segment_centre
 def test_object_added_mid_video_becomes_an_anchor() -> None:
     m = tiny(max_anchors=2)
     frames, ids = moving_discs(5, 40, 56, k=3)
-    first = ids[0].copy()
-    first[first == 3] = 0
+    first = without(ids[0], 3)
     with torch.inference_mode():
-        state = start(m, frames[0], first, 2)
+        state = first_frame_state(m, frames[0], first, 2)
         out = run(m, state, frames[1:2], 2)
         assert out.shape == (3, 40, 56)
         image2, prob2 = to_inputs(frames[2], ids[2], 3)
@@ -190,8 +161,7 @@ def test_object_added_mid_video_becomes_an_anchor() -> None:
         m.update(state, image4, prob4)
         run(m, state, frames[4:5], 3)
     assert state["anchor_times"] == [0, 4]  # at most max_anchors: the first stays
-    assert out.shape == (4, 40, 56)
-    torch.testing.assert_close(out.sum(0), torch.ones(40, 56))
+    assert_probabilities(out, 3, (40, 56))
 
 
 def test_gradients_reach_every_learnable_parameter() -> None:
@@ -210,9 +180,7 @@ def test_gradients_reach_every_learnable_parameter() -> None:
     out = net(query, support_images, support_probs)
     loss = F.binary_cross_entropy_with_logits(out["global_logit"], 1 - gt[None, :1]) + F.cross_entropy(out["logits"], gt.argmax(0)[None])  # eq. 13
     loss.backward()
-    params = list(net.named_parameters())
-    assert len(params) > 80
-    assert [n for n, p in params if p.grad is None or not p.grad.abs().sum() > 0] == []
+    assert_gradients_reach(net.named_parameters(), 80)
 
 
 def test_forward_batch_equals_separate_samples() -> None:
@@ -237,7 +205,7 @@ def test_deterministic_for_a_fixed_seed() -> None:
     for _ in range(2):
         m = tiny(seed=7)
         with torch.inference_mode():
-            state = start(m, frames[0], ids[0], 2)
+            state = first_frame_state(m, frames[0], ids[0], 2)
             outs.append(run(m, state, frames[1:], 2))
     assert torch.equal(outs[0], outs[1])
     assert not torch.equal(tiny(seed=8).net.coarse[0].weight, tiny(seed=7).net.coarse[0].weight)
@@ -245,15 +213,9 @@ def test_deterministic_for_a_fixed_seed() -> None:
 
 def test_runs_under_bf16_autocast_with_channels_last() -> None:
     frames, ids = moving_discs(3, 40, 56, k=2)
-    results = []
-    for bf16 in (False, True):
-        m = tiny().to("cpu", channels_last=bf16)
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            state = start(m, frames[0], ids[0], 2)
-            results.append(run(m, state, frames[1:], 2))
-    assert results[1].dtype == torch.float32
-    torch.testing.assert_close(results[1].sum(0), torch.ones(40, 56))
-    assert (results[0] - results[1]).abs().max() < 0.1
+    fp32, bf16 = fp32_and_bf16(tiny, lambda m: run(m, first_frame_state(m, frames[0], ids[0], 2), frames[1:], 2))
+    assert_probabilities(bf16, 2, (40, 56))
+    assert (fp32 - bf16).abs().max() < 0.1
 
 
 def test_paper_size_layout() -> None:
@@ -273,12 +235,6 @@ def test_segments_a_clip_through_the_session() -> None:
     from vostool.inference.session import Session
 
     frames, ids = moving_discs(4, 48, 64, k=3)
-    first = ids[0].copy()
-    first[first == 3] = 0
     session = Session(tiny(), None)
-    results = list(session.propagate(frames, {0: first, 2: ids[2]}))
-    assert [r.object_ids for r in results] == [[1, 2], [1, 2], [1, 2, 3], [1, 2, 3]]
-    given = ids[2] > 0
-    assert np.array_equal(results[2].ids[given], ids[2][given])
-    torch.testing.assert_close(results[3].prob.sum(0), torch.ones(48, 64))
+    propagate_with_late_object(session, frames, ids)
     assert session.state["anchor_times"] == [0, 2]

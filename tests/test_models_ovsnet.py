@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
-import numpy as np
+from functools import partial
+
 import pytest
 import torch
+from synthetic import (
+    assert_gradients_reach,
+    assert_probabilities,
+    first_frame_state,
+    moving_discs,
+    propagate_with_late_object,
+    tiny_method,
+    to_inputs,
+    without,
+)
 
-from vostool.models import available_methods, create_method, method_info
+from vostool.models import available_methods, method_info
 from vostool.models.ovsnet import (
     Detections,
-    OVSNet,
     OVSNetMethod,
     batch_hard_triplet_loss,
     mask_boxes,
@@ -19,49 +29,8 @@ from vostool.models.ovsnet import (
     paste_in_boxes,
 )
 
-TINY = dict(
-    depth=18, base_width=8, fpn_channels=16, box_channels=32, mask_head_channels=16, mask_head_layers=2, reid_hidden=32,
-    mga_size=16, mga_planes=8, mga_blocks=1, aspp_channels=16, min_size=96, max_size=160,
-    rpn_pre_nms_top_n=100, rpn_post_nms_top_n=50, detections_per_img=20,
-)
-
-
-def moving_discs(n_frames: int, h: int, w: int, k: int, seed: int = 0) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """A textured background with ``k`` coloured discs moving right: RGB frames and id maps."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w]
-    base = (rng.random((h // 4 + 1, w // 4 + 1, 3)) * 120 + 60).repeat(4, 0).repeat(4, 1)[:h, :w]
-    colours = rng.integers(0, 255, (k, 3))
-    frames, ids = [], []
-    for t in range(n_frames):
-        img, lab = base.copy(), np.zeros((h, w), np.uint8)
-        for i in range(k):
-            cy, cx, r = h * (i + 1) / (k + 1), w * 0.25 + 2 * t + 3 * i, min(h, w) / (2.5 * k + 2)
-            disc = (yy - cy) ** 2 + (xx - cx) ** 2 < r * r
-            img[disc], lab[disc] = colours[i], i + 1
-        frames.append(img.astype(np.uint8))
-        ids.append(lab)
-    return frames, ids
-
-
-def to_inputs(frame: np.ndarray, ids: np.ndarray, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(1, 3, H, W)`` image in [0, 1] and ``(k + 1, H, W)`` one-hot probabilities."""
-    image = torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 255
-    prob = torch.stack([torch.from_numpy(ids == i).float() for i in range(k + 1)])
-    return image, prob
-
-
-def tiny(seed: int = 0, **kw: object) -> OVSNetMethod:
-    torch.manual_seed(seed)
-    return create_method("ovsnet", **TINY, **kw).eval()
-
-
-def start(m: OVSNetMethod, frame: np.ndarray, ids: np.ndarray, k: int) -> dict:
-    image, prob = to_inputs(frame, ids, k)
-    state = m.init_state()
-    m.memorize(state, image, prob, list(range(1, k + 1)))
-    m.update(state, image, prob)
-    return state
+TINY = method_info("ovsnet").tiny
+tiny = partial(tiny_method, "ovsnet")
 
 
 def training_batch(n: int = 2, h: int = 60, w: int = 80) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
@@ -88,11 +57,9 @@ def test_predict_shapes_and_probabilities_at_odd_sizes(hw: tuple[int, int]) -> N
     m = tiny()
     frames, ids = moving_discs(2, *hw, k=2)
     with torch.inference_mode():
-        state = start(m, frames[0], ids[0], 2)
+        state = first_frame_state(m, frames[0], ids[0], 2)
         out = m.predict(state, to_inputs(frames[1], ids[1], 2)[0], to_inputs(frames[0], ids[0], 2)[1][1:])
-    assert out.shape == (3, *hw) and out.dtype == torch.float32
-    assert (out >= 0).all()
-    torch.testing.assert_close(out.sum(0), torch.ones(hw))
+    assert_probabilities(out, 2, hw)
     assert state["reid_bank"].shape == (2, 100, 128) and state["reid_valid"][:, 0].all()
 
 
@@ -221,7 +188,7 @@ def test_flow_path_refines_the_warped_mask_and_lost_objects_are_absent() -> None
     m = tiny()
     frames, ids = moving_discs(2, 48, 64, k=2)
     with torch.inference_mode():
-        state = start(m, frames[0], ids[0], 2)
+        state = first_frame_state(m, frames[0], ids[0], 2)
         _with_detections(m, torch.zeros(0, 4), torch.zeros(0, 1, 28, 28))
         warped = to_inputs(frames[0], ids[0], 2)[1][1:].clone()
         warped[1] = 0  # object 2 lost by the flow, no candidate: absent
@@ -233,7 +200,7 @@ def test_flow_path_refines_the_warped_mask_and_lost_objects_are_absent() -> None
     outside = torch.ones(48, 64, dtype=torch.bool)
     outside[max(0, int(cy - hh)) : int(cy + hh) + 2, max(0, int(cx - hw)) : int(cx + hw) + 2] = False
     assert out[1][outside].max() < 1e-6 and out[1][~outside].max() > 0  # pasted over its enlarged box only
-    torch.testing.assert_close(out.sum(0), torch.ones(48, 64))
+    assert_probabilities(out, 2, (48, 64))
     assert state["reid_valid"].sum().item() == 2  # no IoU path: nothing new saved
 
 
@@ -243,7 +210,7 @@ def test_iou_path_takes_the_overlapping_candidate_and_saves_its_feature() -> Non
     image1, prob1 = to_inputs(frames[1], ids[1], 2)
     boxes, _ = mask_boxes(prob1[1:] > 0.5)
     with torch.inference_mode():
-        state = start(m, frames[0], ids[0], 2)
+        state = first_frame_state(m, frames[0], ids[0], 2)
         _with_detections(m, boxes.flip(0), torch.ones(2, 1, 28, 28))  # candidate 0 is object 2
         out = m.predict(state, image1, to_inputs(frames[0], ids[0], 2)[1][1:])
         feats = m.net.reid_features(m.net.detect(image1), boxes.flip(0))
@@ -256,10 +223,9 @@ def test_iou_path_takes_the_overlapping_candidate_and_saves_its_feature() -> Non
 def test_object_added_mid_video_starts_its_own_collection() -> None:
     m = tiny()
     frames, ids = moving_discs(3, 48, 64, k=2)
-    first = ids[0].copy()
-    first[first == 2] = 0
+    first = without(ids[0], 2)
     with torch.inference_mode():
-        state = start(m, frames[0], first, 1)
+        state = first_frame_state(m, frames[0], first, 1)
         bank1 = state["reid_bank"].clone()
         out = m.predict(state, to_inputs(frames[1], ids[1], 1)[0], to_inputs(frames[0], first, 1)[1][1:])
         assert out.shape == (2, 48, 64)
@@ -269,8 +235,7 @@ def test_object_added_mid_video_starts_its_own_collection() -> None:
         assert state["reid_bank"].shape[0] == 2 and state["reid_valid"][1].sum() == 1
         torch.testing.assert_close(state["reid_bank"][0, 0], bank1[0, 0])
         out = m.predict(state, image2, prob2[1:])
-    assert out.shape == (3, 48, 64)
-    torch.testing.assert_close(out.sum(0), torch.ones(48, 64))
+    assert_probabilities(out, 2, (48, 64))
 
 
 def test_training_losses_reach_every_parameter() -> None:
@@ -281,9 +246,7 @@ def test_training_losses_reach_every_parameter() -> None:
     assert set(losses) == {"loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg", "loss_reid", "loss_refine"}
     assert all(torch.isfinite(v) for v in losses.values()) and losses["loss_reid"] > 0
     sum(losses.values()).backward()
-    params = list(net.named_parameters())
-    assert len(params) > 80
-    assert [n for n, p in params if p.grad is None or not p.grad.abs().sum() > 0] == []
+    assert_gradients_reach(net.named_parameters(), 80)
 
 
 def test_mga_gradient_stays_in_mga() -> None:
@@ -301,7 +264,7 @@ def test_deterministic_for_a_fixed_seed() -> None:
     for _ in range(2):
         m = tiny(seed=7)
         with torch.inference_mode():
-            state = start(m, frames[0], ids[0], 2)
+            state = first_frame_state(m, frames[0], ids[0], 2)
             outs += [m.predict(state, to_inputs(frames[1], ids[1], 2)[0], to_inputs(frames[0], ids[0], 2)[1][1:]) for _ in range(2)]
     assert all(torch.equal(outs[0], o) for o in outs[1:])
     assert not torch.equal(tiny(seed=8).net.mga.classifier.weight, tiny(seed=7).net.mga.classifier.weight)
@@ -311,10 +274,10 @@ def test_runs_under_bf16_autocast_with_channels_last() -> None:
     frames, ids = moving_discs(2, 40, 56, k=2)
     m = tiny().to("cpu", channels_last=True)
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
-        state = start(m, frames[0], ids[0], 2)
+        state = first_frame_state(m, frames[0], ids[0], 2)
         out = m.predict(state, to_inputs(frames[1], ids[1], 2)[0], to_inputs(frames[0], ids[0], 2)[1][1:])
-    assert out.dtype == torch.float32 and state["reid_bank"].dtype == torch.float32
-    torch.testing.assert_close(out.sum(0), torch.ones(40, 56))
+    assert state["reid_bank"].dtype == torch.float32
+    assert_probabilities(out, 2, (40, 56))
 
 
 def test_segments_a_clip_through_the_session() -> None:
@@ -323,12 +286,6 @@ def test_segments_a_clip_through_the_session() -> None:
     from vostool.inference.session import Session
 
     frames, ids = moving_discs(4, 48, 64, k=3)
-    first = ids[0].copy()
-    first[first == 3] = 0
     session = Session(tiny(), create_flow("dis"))
-    results = list(session.propagate(frames, {0: first, 2: ids[2]}))
-    assert [r.object_ids for r in results] == [[1, 2], [1, 2], [1, 2, 3], [1, 2, 3]]
-    given = ids[2] > 0
-    assert np.array_equal(results[2].ids[given], ids[2][given])
-    torch.testing.assert_close(results[3].prob.sum(0), torch.ones(48, 64))
+    propagate_with_late_object(session, frames, ids)
     assert session.state["reid_bank"].shape[0] == 3

@@ -2,37 +2,28 @@
 
 from __future__ import annotations
 
-import numpy as np
+from functools import partial
+
 import pytest
 import torch
-from synthetic import moving_objects
+from synthetic import (
+    assert_gradients_reach,
+    assert_probabilities,
+    assert_session_resumes,
+    first_frame_state,
+    fp32_and_bf16,
+    moving_objects,
+    propagate_with_late_object,
+    tiny_method,
+    to_inputs,
+    without,
+)
 
-from vostool.models import available_methods, create_method, method_info
+from vostool.models import available_methods, method_info
 from vostool.models.blocks import softmax_aggregate
 from vostool.models.savos import SAVOS, SAVOSNet
 
-TINY = dict(depth=18, base_width=8, mdim=16, reduction=4)
-
-
-def to_inputs(frame: np.ndarray, ids: np.ndarray, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(1, 3, H, W)`` image in [0, 1] and ``(k + 1, H, W)`` one-hot probabilities."""
-    image = torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 255
-    prob = torch.stack([torch.from_numpy(ids == i).float() for i in range(k + 1)])
-    return image, prob
-
-
-def tiny(seed: int = 0, **kw: object) -> SAVOS:
-    torch.manual_seed(seed)
-    return create_method("savos", **TINY, **kw).eval()
-
-
-def start(m: SAVOS, frame: np.ndarray, ids: np.ndarray, k: int) -> dict:
-    """Memorize the first frame as the session does (memorize, then update)."""
-    image, prob = to_inputs(frame, ids, k)
-    state = m.init_state()
-    m.memorize(state, image, prob, list(range(1, k + 1)))
-    m.update(state, image, prob)
-    return state
+tiny = partial(tiny_method, "savos")
 
 
 def test_registered_without_flow() -> None:
@@ -47,11 +38,9 @@ def test_predict_shapes_and_probabilities_at_odd_sizes(hw: tuple[int, int]) -> N
     m = tiny()
     frames, ids = moving_objects(2, *hw, objects=2)
     with torch.inference_mode():
-        state = start(m, frames[0], ids[0], 2)
+        state = first_frame_state(m, frames[0], ids[0], 2)
         out = m.predict(state, to_inputs(frames[1], ids[1], 2)[0], torch.zeros(2, *hw))
-    assert out.shape == (3, *hw) and out.dtype == torch.float32
-    assert (out >= 0).all()
-    torch.testing.assert_close(out.sum(0), torch.ones(hw))
+    assert_probabilities(out, 2, hw)
 
 
 def test_guidance_is_the_previous_probability_not_the_warped_input() -> None:
@@ -59,7 +48,7 @@ def test_guidance_is_the_previous_probability_not_the_warped_input() -> None:
     frames, ids = moving_objects(3, 48, 64, objects=2)
     image1, prob1 = to_inputs(frames[1], ids[1], 2)
     with torch.inference_mode():
-        state = start(m, frames[0], ids[0], 2)
+        state = first_frame_state(m, frames[0], ids[0], 2)
         a = m.predict(state, image1, torch.zeros(2, 48, 64))
         b = m.predict(state, image1, torch.rand(2, 48, 64))
         m.update(state, image1, prob1)
@@ -75,7 +64,7 @@ def test_predict_is_the_training_forward_plus_eq_5() -> None:
     image0, prob0 = to_inputs(frames[0], ids[0], 3)
     image1, _ = to_inputs(frames[1], ids[1], 3)
     with torch.inference_mode():
-        state = start(m, frames[0], ids[0], 3)
+        state = first_frame_state(m, frames[0], ids[0], 3)
         out = m.predict(state, image1, torch.zeros(3, 75, 101))
         ref = m.net.reference(image0, prob0[None, 1:])
         logits = m.net(image1, prob0[None, 1:], ref)
@@ -105,7 +94,7 @@ def test_multi_scale_testing_averages_foreground_over_scales() -> None:
     m = tiny(scales=(0.5, 1.0))
     resize = lambda x, size: torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False)  # noqa: E731
     with torch.inference_mode():
-        state = start(m, frames[0], ids[0], 2)
+        state = first_frame_state(m, frames[0], ids[0], 2)
         out = m.predict(state, image1, torch.zeros(2, 56, 72))
         fg = []
         for size in [(28, 36), (56, 72)]:
@@ -121,10 +110,9 @@ def test_multi_scale_testing_averages_foreground_over_scales() -> None:
 def test_object_added_mid_video() -> None:
     m = tiny()
     frames, ids = moving_objects(4, 48, 80, objects=3)
-    first = ids[0].copy()
-    first[first == 3] = 0
+    first = without(ids[0], 3)
     with torch.inference_mode():
-        state = start(m, frames[0], first, 2)
+        state = first_frame_state(m, frames[0], first, 2)
         image1, _ = to_inputs(frames[1], ids[1], 2)
         out = m.predict(state, image1, torch.zeros(2, 48, 80))
         m.update(state, image1, out)
@@ -134,8 +122,7 @@ def test_object_added_mid_video() -> None:
         assert state["ref"][0].shape[0] == 3
         torch.testing.assert_close(state["ref"][0][2:], m.net.reference(image2, prob2[None, 3:])[0])
         out = m.predict(state, to_inputs(frames[3], ids[3], 3)[0], torch.zeros(3, 48, 80))
-    assert out.shape == (4, 48, 80)
-    torch.testing.assert_close(out.sum(0), torch.ones(48, 80))
+    assert_probabilities(out, 3, (48, 80))
     with pytest.raises(RuntimeError):
         m.memorize(state, image2, torch.zeros(6, 48, 80), [5])
 
@@ -150,9 +137,7 @@ def test_gradients_reach_every_learnable_parameter() -> None:
     prob = softmax_aggregate(torch.sigmoid(net(img, ref_prob[None, 1:], net.reference(ref_img, ref_prob[None, 1:]))))
     loss = -(gt[None] * torch.log(prob.clamp_min(1e-6))).sum(1).mean()
     loss.backward()
-    learnable = [(n, p) for n, p in net.named_parameters() if p.requires_grad]
-    missing = [n for n, p in learnable if p.grad is None or not p.grad.abs().sum() > 0]
-    assert len(learnable) > 50 and missing == []
+    assert_gradients_reach(((n, p) for n, p in net.named_parameters() if p.requires_grad), 50)
 
 
 def test_deterministic_for_a_fixed_seed() -> None:
@@ -161,22 +146,20 @@ def test_deterministic_for_a_fixed_seed() -> None:
     for _ in range(2):
         m = tiny(seed=3)
         with torch.inference_mode():
-            state = start(m, frames[0], ids[0], 2)
+            state = first_frame_state(m, frames[0], ids[0], 2)
             outs += [m.predict(state, to_inputs(frames[1], ids[1], 2)[0], torch.zeros(2, 40, 56)) for _ in range(2)]
     assert all(torch.equal(outs[0], o) for o in outs[1:])
 
 
 def test_runs_under_bf16_autocast_with_channels_last() -> None:
     frames, ids = moving_objects(2, 40, 56, objects=2)
-    results = []
-    for bf16 in (False, True):
-        m = tiny().to("cpu", channels_last=bf16)
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            state = start(m, frames[0], ids[0], 2)
-            results.append(m.predict(state, to_inputs(frames[1], ids[1], 2)[0], torch.zeros(2, 40, 56)))
-    assert results[1].dtype == torch.float32
-    torch.testing.assert_close(results[1].sum(0), torch.ones(40, 56))
-    assert (results[0] - results[1]).abs().max() < 0.05
+
+    def predict(m: SAVOS) -> torch.Tensor:
+        return m.predict(first_frame_state(m, frames[0], ids[0], 2), to_inputs(frames[1], ids[1], 2)[0], torch.zeros(2, 40, 56))
+
+    fp32, bf16 = fp32_and_bf16(tiny, predict)
+    assert_probabilities(bf16, 2, (40, 56))
+    assert (fp32 - bf16).abs().max() < 0.05
 
 
 def test_paper_size_layout() -> None:
@@ -195,14 +178,7 @@ def test_segments_a_clip_through_the_session() -> None:
     from vostool.inference.session import Session
 
     frames, ids = moving_objects(4, 48, 64, objects=3)
-    first = ids[0].copy()
-    first[first == 3] = 0
-    session = Session(tiny(), None)
-    results = list(session.propagate(frames, {0: first, 2: ids[2]}))
-    assert [r.object_ids for r in results] == [[1, 2], [1, 2], [1, 2, 3], [1, 2, 3]]
-    given = ids[2] > 0  # pixels given on frame 2 keep their ids; the rest is predicted
-    assert np.array_equal(results[2].ids[given], ids[2][given])
-    torch.testing.assert_close(results[3].prob.sum(0), torch.ones(48, 64))
+    propagate_with_late_object(Session(tiny(), None), frames, ids)
 
 
 def test_session_state_resumes_identically() -> None:
@@ -210,11 +186,4 @@ def test_session_state_resumes_identically() -> None:
     from vostool.inference.session import Session
 
     frames, ids = moving_objects(5, 48, 64, objects=2)
-    expected = [r.prob for r in Session(tiny(), None).propagate(frames, {0: ids[0]})]
-    first = Session(tiny(), None)
-    for t in range(3):
-        first.step(frames[t], ids[0] if t == 0 else None)
-    resumed = Session(tiny(), None)
-    resumed.load_state_dict(first.state_dict())
-    for t in range(3, 5):
-        torch.testing.assert_close(resumed.step(frames[t]).prob, expected[t])
+    assert_session_resumes(lambda: Session(tiny(), None), frames, ids)

@@ -1,6 +1,6 @@
 """Benchmark outputs: the official CSV files, a JSON with everything, a terminal table, speed plots.
 
-* ``global_results-<split>.csv``: one row, columns :data:`~vostool.bench.evaluate.GLOBAL_COLUMNS`,
+* ``global_results-<split>.csv``: one row, columns :data:`~vostool.bench.scoring.GLOBAL_COLUMNS`,
   values as fractions with three decimals (``%.3f``), like the official toolkit.
 * ``per-sequence_results-<split>.csv``: ``Sequence,J-Mean,F-Mean``, one row per (sequence,
   object) named ``<seq>_<id>``.
@@ -22,8 +22,9 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from ..errors import OutputError
 from ..io.atomic import atomic_path, write_text_atomic
-from .evaluate import GLOBAL_COLUMNS, BenchResult
+from .scoring import GLOBAL_COLUMNS, BenchResult
 
 
 def _fmt(x: float) -> str:
@@ -98,16 +99,19 @@ def write_reports(result: BenchResult, out_dir: str | os.PathLike[str], settings
         ``{"global": path, "per_sequence": path, "json": path}``.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     paths = {
         "global": out / f"global_results-{result.split}.csv",
         "per_sequence": out / f"per-sequence_results-{result.split}.csv",
         "json": Path(json_path) if json_path else out / f"results-{result.split}.json",
     }
-    write_text_atomic(paths["global"], global_csv(result))
-    write_text_atomic(paths["per_sequence"], per_sequence_csv(result))
-    paths["json"].parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(paths["json"], json.dumps(result_dict(result, settings), indent=1) + "\n")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(paths["global"], global_csv(result))
+        write_text_atomic(paths["per_sequence"], per_sequence_csv(result))
+        paths["json"].parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(paths["json"], json.dumps(result_dict(result, settings), indent=1) + "\n")
+    except OSError as exc:
+        raise OutputError(f"cannot write reports to {out}: {exc.strerror or exc}; choose another folder with -o") from None
     return paths
 
 

@@ -9,7 +9,6 @@ next sequence, the finished one is scored in a worker process.
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from pathlib import Path
@@ -20,12 +19,10 @@ import numpy as np
 from ..errors import InputError
 from ..io.masks import write_index_png
 from .datasets import Dataset, SequenceInfo, read_annotation
-from .evaluate import BenchResult, MethodRun, Scorer, SequenceResult, make_tasks
+from .scoring import BenchResult, MethodRun, Scorer, SequenceResult, make_tasks
 
 if TYPE_CHECKING:
     from ..inference.session import Session
-
-log = logging.getLogger(__name__)
 
 
 def given_masks(dataset: Dataset, seq: SequenceInfo) -> dict[str, np.ndarray]:

@@ -111,7 +111,7 @@ def measure(session: "Session", clip: Clip, *, warmup: int = 3) -> dict[str, Any
 
     Returns:
         ``frames`` (timed), ``fps`` (timed frames / their seconds), ``ms_per_frame`` (median),
-        ``stages`` (stage -> median ms over all frames) and ``size`` ``[W, H]``.
+        ``stages`` (stage -> median ms over all frames), ``size`` ``[W, H]`` and ``device``.
     """
     from ..inference.timing import StageTimer
 
@@ -133,6 +133,7 @@ def measure(session: "Session", clip: Clip, *, warmup: int = 3) -> dict[str, Any
         "ms_per_frame": st.median(timed) * 1000.0,
         "stages": {k: v["median_ms"] for k, v in summary.get("stages", {}).items()},
         "size": [int(frames[0].shape[1]), int(frames[0].shape[0])],
+        "device": str(session.device),
     }
 
 

@@ -53,7 +53,7 @@ def _default_workers() -> int:
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Where the CSV/JSON reports (or speed plots) go (default: the results folder).")
 @click.option("--workers", type=click.IntRange(1, 64), default=None, help="Scoring processes (default: CPU cores, at most 8).")
 @click.option("--resize", is_flag=True, help="Scale predictions of another size to the ground truth (nearest neighbour) instead of failing.")
-@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Also write the JSON report here.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Where the JSON report goes (default: <output>/results-<split>.json).")
 @click.option("--submission", type=click.Path(path_type=Path), metavar="ZIP", help="Write the zip the DAVIS test-dev / YouTube-VOS server expects.")
 @click.option("--speed", is_flag=True, help="Measure FPS against the number of objects (--objects) and plot it.")
 @click.option("--objects", default="1,2,4,8", show_default=True, help="Object counts for --speed.")
@@ -111,7 +111,7 @@ def _bench(kind: str, root: Path | None, split: str, resolution: str | None, seq
            size: int | None, eval_only: bool, results: Path | None, output: Path | None, workers: int, resize: bool,
            json_path: Path | None, submission: Path | None, quiet: bool) -> None:
     from ..bench.datasets import open_dataset
-    from ..bench.evaluate import has_ground_truth
+    from ..bench.scoring import has_ground_truth
 
     if root is None:
         raise InputError("--root is required: the dataset folder (e.g. DAVIS/ with Annotations/ and ImageSets/)")
@@ -165,7 +165,7 @@ def _progress(console: Any) -> Any:
 
 
 def _score(ds: Any, results: Path, workers: int, resize: bool, console: Any) -> Any:
-    from ..bench.evaluate import evaluate
+    from ..bench.scoring import evaluate
 
     with _progress(console) as prog:
         task = prog.add_task("scoring", total=len(ds.sequences))
@@ -220,7 +220,7 @@ def _speed(root: Path | None, kind: str, split: str, resolution: str | None, seq
     for r in rows:
         r["source"] = source
     output.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(output / "speed.json", json.dumps({"device": device, "precision": precision, "height": height, "rows": rows}, indent=1) + "\n")
+    write_text_atomic(output / "speed.json", json.dumps({"precision": precision, "height": height, "rows": rows}, indent=1) + "\n")
     plots = plot_speed(rows, output)
     t = Table(title=f"speed on {source} clips, {height}p, {frames} frames")
     stages = list(dict.fromkeys(s for r in rows for s in r["stages"]))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -10,6 +12,15 @@ def pixel_grid(h: int, w: int, device: torch.device | str = "cpu") -> torch.Tens
     """``(2, H, W)`` float32 pixel coordinates: channel 0 = x, 1 = y."""
     ys, xs = torch.meshgrid(torch.arange(h, device=device, dtype=torch.float32), torch.arange(w, device=device, dtype=torch.float32), indexing="ij")
     return torch.stack([xs, ys])
+
+
+@functools.lru_cache(maxsize=8)
+def _normalised_base(h: int, w: int, device: torch.device) -> torch.Tensor:
+    """``(1, H, W, 2)`` grid_sample coordinates of every pixel (align_corners=True)."""
+    g = pixel_grid(h, w, device)
+    g[0].mul_(2.0 / max(w - 1, 1)).sub_(1.0)
+    g[1].mul_(2.0 / max(h - 1, 1)).sub_(1.0)
+    return g.permute(1, 2, 0).unsqueeze(0).contiguous()
 
 
 def backward_warp(x: torch.Tensor, flow: torch.Tensor, *, mode: str = "bilinear") -> torch.Tensor:
@@ -28,10 +39,10 @@ def backward_warp(x: torch.Tensor, flow: torch.Tensor, *, mode: str = "bilinear"
     xb = x.unsqueeze(0) if squeeze else x
     fb = flow.unsqueeze(0) if flow.dim() == 3 else flow
     n, _, h, w = xb.shape
-    grid = pixel_grid(h, w, fb.device).unsqueeze(0) + fb.float()
-    gx = grid[:, 0] * (2.0 / max(w - 1, 1)) - 1.0
-    gy = grid[:, 1] * (2.0 / max(h - 1, 1)) - 1.0
-    g = torch.stack([gx, gy], dim=-1).to(xb.dtype)
+    scale = fb.new_tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)]).view(1, 1, 1, 2)
+    with torch.inference_mode(False), torch.no_grad():
+        base = _normalised_base(h, w, fb.device)
+    g = (base + fb.float().permute(0, 2, 3, 1) * scale).to(xb.dtype)
     if g.shape[0] != n:
         g = g.expand(n, -1, -1, -1)
     out = F.grid_sample(xb, g, mode=mode, padding_mode="zeros", align_corners=True)

@@ -21,15 +21,14 @@ def render_overlay(rgb: np.ndarray, ids: np.ndarray, palette: np.ndarray | None 
         ``(H, W, 3)`` uint8 RGB.
     """
     pal = DAVIS_PALETTE if palette is None else palette
-    fg = ids > 0
-    out = rgb.copy()
-    if not fg.any():
+    ids = np.ascontiguousarray(ids, dtype=np.uint8)
+    fg = cv2.compare(ids, 0, cv2.CMP_GT)  # 255 inside objects
+    out = np.ascontiguousarray(rgb).copy()
+    if not cv2.countNonZero(fg):
         return out
-    colours = pal[ids]
-    blended = cv2.addWeighted(rgb, 1.0 - alpha, colours, alpha, 0.0)
-    out[fg] = blended[fg]
-    # Outline: pixels whose 3x3 neighbourhood holds another id, drawn in the object's full colour.
-    kernel = np.ones((3, 3), np.uint8)
-    edge = (cv2.dilate(ids, kernel) != cv2.erode(ids, kernel)) & fg
-    out[edge] = colours[edge]
+    colours = cv2.LUT(cv2.merge([ids, ids, ids]), np.ascontiguousarray(pal, dtype=np.uint8).reshape(1, 256, 3))
+    cv2.copyTo(cv2.addWeighted(out, 1.0 - alpha, colours, alpha, 0.0), fg, out)
+    # Outline: object pixels whose 3x3 neighbourhood holds another id, in the object's full colour.
+    edge = cv2.compare(cv2.morphologyEx(ids, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)), 0, cv2.CMP_GT)
+    cv2.copyTo(colours, cv2.bitwise_and(edge, fg), out)
     return out

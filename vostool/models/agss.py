@@ -315,7 +315,7 @@ class AGSS(VOSMethod):
             return torch.cat([(1.0 - objects.sum(0, keepdim=True)).clamp_(min=0.0), objects])
 
 
-@register_method("agss", needs_weights=True, paper="Lin, Qi, Jia: AGSS-VOS: Attention Guided Single-Shot Video Object Segmentation, ICCV 2019", default_flow="raft-small")
+@register_method("agss", needs_weights=True, paper="Lin, Qi, Jia: AGSS-VOS: Attention Guided Single-Shot Video Object Segmentation, ICCV 2019", default_flow="raft-small", tiny=dict(depth=18, base_width=8, mdim=16))
 def build_agss(*, depth: int = 50, base_width: int = 64, mdim: int = 256, gc_kernel: int = 7, freeze_bn: bool = True) -> AGSS:
     """AGSS-VOS with a random-init :class:`AGSSNet` (paper size by default: ResNet-50, width 64,
     decoder 256, GC kernel 7). Tiny test variant: ``depth=18, base_width=8, mdim=16``."""

@@ -93,7 +93,8 @@ class TemporalAttention(nn.Module):
     """Figure 3: one normalised weight per support frame.
 
     ``support_keys (B, T, c, h, w)`` (first frame first), ``query_key (B, c, h, w)`` -> ``(B, T)``
-    softmax weights.
+    softmax weights. Each summary is a 1x1 conv + ReLU + global average pool; the regressor's last
+    conv has no bias (the softmax over T ignores a constant).
     """
 
     def __init__(self, key_channels: int) -> None:
@@ -397,6 +398,7 @@ class EmbeddingMethod(VOSMethod):
     needs_weights=True,
     paper="Ge, Lu, Shen, Video Object Segmentation Using Global and Instance Embedding Learning (CVPR 2021)",
     default_flow="dis",
+    tiny=dict(depth=18, base_width=8, decoder_channels=16),
 )
 def build_embedding(*, support_size: int = 5, pool_size: int = 16, max_instances: int = 6, max_anchors: int = 4, **net_kwargs: Any) -> EmbeddingMethod:
     """The embedding method with a random-init network; ``net_kwargs`` go to :func:`embedding_net`."""

@@ -45,9 +45,9 @@ Choices where the paper is vague (kept):
   box); MGA then refines only the K masks the cascade selects, in one batch, plus flow-path
   objects in the same batch. Running MGA on every candidate (up to 100) would not change the
   decisions' inputs and would cost 100 MGA crops per frame.
-* Objects never share a decision step: each object's cascade is independent, as in the paper;
-  overlaps are resolved by the soft aggregation of AGSS-VOS (eq. 4-5), which the paper does
-  not specify.
+* Each object's cascade is independent, as in the paper (two objects may take the same
+  candidate); overlapping masks are merged by the soft aggregation of AGSS-VOS (eq. 4-5), which
+  the paper does not specify.
 * The Re-ID collection of each object is bounded (``reid_memory`` = 100 features): entry 0 is
   the feature of the given mask and is kept; the others are a ring buffer of IoU-path features.
 * An object with no candidate and an empty warped mask (no pixel > 0.5) is absent (probability
@@ -60,7 +60,7 @@ Training entry point (``OVSNet.forward`` in train mode)::
     # targets[i]: boxes (G, 4) float xyxy pixels, labels (G,) int64 (1 = object for
     # num_classes=2), masks (G, H, W) uint8, ids (G,) int64 identity of each object,
     # unique per video object across the mini-batch (Re-ID labels).
-    total = sum(losses.values()) + (REFINE_WEIGHT - 1) * losses["loss_refine"]
+    total = sum(v for k, v in losses.items() if k != "loss_refine") + REFINE_WEIGHT * losses["loss_refine"]
 
 returns the detector's ``loss_classifier``, ``loss_box_reg``, ``loss_mask`` (L_cls, L_loc,
 L_mask), ``loss_objectness``, ``loss_rpn_box_reg`` (RPN), ``loss_reid`` (eq. 1 on the
@@ -83,6 +83,7 @@ from torch import nn
 from torchvision.models.detection import MaskRCNN
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.models.resnet import Bottleneck
 from torchvision.ops import MultiScaleRoIAlign, box_iou, roi_align
@@ -350,8 +351,8 @@ class OVSNet(nn.Module):
         self.reid_per_image = reid_per_image
 
     # ------------------------------------------------------------------ inference pieces
-    def features(self, image: torch.Tensor) -> tuple[OrderedDict[str, torch.Tensor], tuple[int, int], tuple[float, float], Any]:
-        """``(1, 3, H, W)`` in [0, 1] -> (FPN features, resized size, scale, torchvision ImageList)."""
+    def features(self, image: torch.Tensor) -> tuple[OrderedDict[str, torch.Tensor], tuple[int, int], tuple[float, float], ImageList]:
+        """``(1, 3, H, W)`` in [0, 1] -> (FPN features, resized ``(h, w)``, scale ``(sx, sy)``, the detector's ImageList)."""
         det = self.detector
         images, _ = det.transform([image[0]])
         feats = det.backbone(images.tensors)
@@ -608,6 +609,11 @@ class OVSNetMethod(VOSMethod):
     needs_weights=True,
     paper="Sun et al., OVSNet: Towards One-Pass Real-Time Video Object Segmentation (arXiv 2019)",
     default_flow="raft-small",
+    tiny=dict(
+        depth=18, base_width=8, fpn_channels=16, box_channels=32, mask_head_channels=16, mask_head_layers=2, reid_hidden=32,
+        mga_size=16, mga_planes=8, mga_blocks=1, aspp_channels=16, min_size=96, max_size=160,
+        rpn_pre_nms_top_n=100, rpn_post_nms_top_n=50, detections_per_img=20,
+    ),
 )
 def build_ovsnet(
     *, rho_iou: float = 0.3, rho_reid: float = 2.3, reid_fraction: float = 0.3, reid_memory: int = 100, **net_kwargs: Any

@@ -4,17 +4,25 @@ A builder is a keyword-only function returning a :class:`~vostool.models.base.VO
 a randomly initialised network (weights are loaded by :mod:`vostool.weights`, never here).
 Keyword arguments that are None are dropped, so unset CLI options never override a builder's
 defaults (the paper-size network).
+
+Each method registers, next to its builder, the keyword arguments of its ``tiny`` variant: a
+network small enough for CPU tests and quick benchmarks (same modules and wiring, narrow widths).
+``create_method(name, variant="tiny")`` builds it; ``variant="paper"`` (or None) builds the
+builder's defaults.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..errors import InputError
 from .base import VOSMethod
 
 Builder = Callable[..., VOSMethod]
+
+VARIANTS = ("paper", "tiny")
+"""Names accepted by :func:`create_method`'s ``variant``: ``paper`` = the builder's defaults."""
 
 
 @dataclass(frozen=True)
@@ -27,6 +35,8 @@ class MethodInfo:
         needs_weights: False for weightless methods (``flow``).
         paper: one-line citation.
         default_flow: the flow backend used when ``--flow`` is not given.
+        tiny: builder keyword arguments of the tiny variant (empty for ``flow``, which has no
+            network: its tiny variant is its only one).
     """
 
     name: str
@@ -34,16 +44,19 @@ class MethodInfo:
     needs_weights: bool
     paper: str
     default_flow: str = "raft-small"
+    tiny: dict[str, Any] = field(default_factory=dict)
 
 
 _REGISTRY: dict[str, MethodInfo] = {}
 
 
-def register_method(name: str, *, needs_weights: bool = True, paper: str = "", default_flow: str = "raft-small") -> Callable[[Builder], Builder]:
-    """Decorator registering ``builder`` under ``name``."""
+def register_method(
+    name: str, *, needs_weights: bool = True, paper: str = "", default_flow: str = "raft-small", tiny: dict[str, Any] | None = None
+) -> Callable[[Builder], Builder]:
+    """Decorator registering ``builder`` under ``name`` (``tiny``: the tiny variant's kwargs)."""
 
     def deco(builder: Builder) -> Builder:
-        _REGISTRY[name] = MethodInfo(name, builder, needs_weights, paper, default_flow)
+        _REGISTRY[name] = MethodInfo(name, builder, needs_weights, paper, default_flow, dict(tiny or {}))
         return builder
 
     return deco
@@ -75,7 +88,15 @@ def method_info(name: str) -> MethodInfo:
     return _REGISTRY[name]
 
 
-def create_method(name: str, **kwargs: Any) -> VOSMethod:
-    """Build method ``name`` with a random-init network; None-valued kwargs are ignored."""
+def create_method(name: str, variant: str | None = None, **kwargs: Any) -> VOSMethod:
+    """Build method ``name`` with a random-init network.
+
+    ``variant="tiny"`` starts from the method's registered tiny keyword arguments, ``"paper"``
+    or None from none (the builder's defaults); explicit ``kwargs`` win over the variant's, and
+    None-valued ones are ignored. Raises InputError for an unknown method or variant.
+    """
     info = method_info(name)
-    return info.builder(**{k: v for k, v in kwargs.items() if v is not None})
+    if variant not in (None, *VARIANTS):
+        raise InputError(f"unknown variant {variant!r} for method {name!r}; choose one of: {', '.join(VARIANTS)}")
+    base = info.tiny if variant == "tiny" else {}
+    return info.builder(**{**base, **{k: v for k, v in kwargs.items() if v is not None}})

@@ -255,7 +255,7 @@ class SAVOS(VOSMethod):
         state["prev"] = prob[1:].float()
 
 
-@register_method("savos", needs_weights=True, paper="SAVOS: Symmetry Encoder-Decoder Network with Attention Mechanism for Fast Video Object Segmentation, Symmetry 11(8) 1006, 2019", default_flow="dis")
+@register_method("savos", needs_weights=True, paper="SAVOS: Symmetry Encoder-Decoder Network with Attention Mechanism for Fast Video Object Segmentation, Symmetry 11(8) 1006, 2019", default_flow="dis", tiny=dict(depth=18, base_width=8, mdim=16, reduction=4))
 def build_savos(
     *, depth: int = 50, base_width: int = 64, mdim: int = 256, gc_kernel: int = 7, reduction: int = 16, freeze_bn: bool = True, scales: Sequence[float] = (1.0,)
 ) -> SAVOS:

@@ -180,7 +180,7 @@ def score_sequence(task: ScoreTask) -> SequenceResult:
     ann = Path(task.annotation_dir)
     res = Path(task.results_dir) / task.name
     if not res.is_dir():
-        raise InputError(f"no predictions for sequence {task.name}: folder {res} not found")
+        raise InputError(f"no predictions for sequence {task.name}: folder {res} not found (score a subset with --sequences)")
     stems = list(task.annotated)
     if task.objects is None:
         first = read_annotation(ann / f"{stems[0]}.png", task.binary)
@@ -249,10 +249,14 @@ def _init_worker() -> None:
 
 
 def _pool_context() -> multiprocessing.context.BaseContext:
-    # fork is instant; once torch is loaded its thread pools make fork unsafe, so use forkserver.
-    if sys.platform.startswith("linux") and "torch" not in sys.modules:
-        return multiprocessing.get_context("fork")
-    return multiprocessing.get_context("forkserver" if sys.platform != "win32" else "spawn")
+    # Not fork: a parent that has used OpenCV (or torch) holds thread-pool locks that a forked
+    # child would wait on forever. The fork server is a fresh process that imports this module
+    # once; workers fork from it in milliseconds.
+    if sys.platform == "win32" or "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload([__name__])
+    return ctx
 
 
 class Scorer:
