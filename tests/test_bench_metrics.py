@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from vostool.bench.metrics import boundary_map, boundary_radius, decay_bins, disk, frame_scores, statistics
+from vostool.bench.metrics import boundary_map, boundary_radius, decay_bins, dilate_disk, disk, disk_rectangles, frame_scores, statistics
 from vostool.bench.reference import reference_boundary, reference_decay, reference_dilate, reference_f, reference_j
 
 
@@ -45,6 +45,23 @@ def test_cv2_dilation_with_disk_equals_reference_dilation() -> None:
     m[0, 0] = m[-1, -1] = m[0, -1] = 1  # corners: dilation must clip at the border
     for r in (1, 3, 8):
         assert np.array_equal(cv2.dilate(m, disk(r)).astype(bool), reference_dilate(m, r))
+        assert np.array_equal(dilate_disk(m, r), cv2.dilate(m, disk(r)))
+
+
+@pytest.mark.parametrize("r", range(0, 26))
+def test_disk_is_the_union_of_its_rectangles(r: int) -> None:
+    union = np.zeros((2 * r + 1, 2 * r + 1), np.uint8)
+    for k in disk_rectangles(r):
+        kh, kw = k.shape
+        union[r - kh // 2 : r + kh // 2 + 1, r - kw // 2 : r + kw // 2 + 1] = 1
+    assert np.array_equal(union, disk(r))
+    assert len(disk_rectangles(8)) == 6
+    # Two channels are dilated independently, like two separate calls.
+    rng = np.random.default_rng(r)
+    two = (rng.random((30, 37, 2)) > 0.95).astype(np.uint8)
+    d = dilate_disk(two, r)
+    for c in range(2):
+        assert np.array_equal(d[..., c], cv2.dilate(np.ascontiguousarray(two[..., c]), disk(r)))
 
 
 # ---------------------------------------------------------------- boundary maps by hand
@@ -53,6 +70,14 @@ def test_boundary_of_square_includes_left_and_top_neighbours() -> None:
     expected = {(0, 0), (0, 1), (0, 2), (1, 0), (1, 2), (2, 0), (2, 1), (2, 2)}
     assert _pixels(boundary_map(gt)) == expected
     assert _pixels(reference_boundary(gt)) == expected
+
+
+def test_boundary_map_equals_literal_rule_on_random_masks() -> None:
+    rng = np.random.default_rng(11)
+    for _ in range(200):
+        h, w = (int(v) for v in rng.integers(1, 30, 2))
+        m = (rng.random((h, w)) < rng.random()).astype(np.uint8)
+        assert np.array_equal(boundary_map(m).astype(bool), reference_boundary(m))
 
 
 def test_boundary_of_diagonal_staircase() -> None:

@@ -71,6 +71,7 @@ def result_dict(result: BenchResult, settings: dict[str, Any] | None = None) -> 
             "name": s.name,
             "frames_scored": s.frames_read,
             "score_seconds": round(s.score_seconds, 4),
+            "score_cpu_seconds": round(s.score_cpu_seconds, 4),
             "score_fps": _num(round(s.score_fps, 1)),
             "objects": objects,
         }
@@ -86,6 +87,7 @@ def result_dict(result: BenchResult, settings: dict[str, Any] | None = None) -> 
             "workers": result.workers,
             "wall_seconds": round(result.wall_seconds, 3),
             "frames": result.frames_read,
+            "cpu_seconds": round(result.score_cpu_seconds, 3),
             "fps": round(result.frames_read / result.wall_seconds, 1) if result.wall_seconds > 0 else None,
         },
         "sequences": seqs,
@@ -176,8 +178,9 @@ def plot_speed(rows: Sequence[dict[str, Any]], out_dir: str | os.PathLike[str]) 
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     ax.legend()
-    size = rows[0].get("size") if rows else None
-    ax.set_title(f"throughput vs objects{f' ({size}p)' if size else ''}")
+    size, device = (rows[0].get("size"), rows[0].get("device")) if rows else (None, None)
+    where = ", ".join(x for x in (f"{size[0]}x{size[1]}" if size else "", device or "") if x)
+    ax.set_title(f"throughput vs objects{f' ({where})' if where else ''}")
     fig.tight_layout()
     paths = {"fps": out / "speed_fps.png", "stages": out / "speed_stages.png"}
     with atomic_path(paths["fps"]) as tmp:
@@ -194,7 +197,7 @@ def plot_speed(rows: Sequence[dict[str, Any]], out_dir: str | os.PathLike[str]) 
         bottom += vals
     ax.set_xticks(range(len(rows)), labels, fontsize=8)
     ax.set_ylabel("median ms per frame")
-    ax.set_title("per-stage time")
+    ax.set_title(f"per-stage time{f' ({where})' if where else ''}")
     ax.legend(fontsize=8)
     fig.tight_layout()
     with atomic_path(paths["stages"]) as tmp:

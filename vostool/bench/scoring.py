@@ -34,7 +34,7 @@ import numpy as np
 from ..errors import InputError
 from ..io.masks import read_index_png
 from .datasets import VOID_ID, Dataset, SequenceInfo, binary_ids, read_annotation
-from .metrics import Stats, boundary_radius, disk, frame_scores, statistics
+from .metrics import Stats, boundary_radius, frame_scores, statistics
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,7 @@ class SequenceResult:
     objects: list[ObjectResult]
     frames_read: int
     score_seconds: float
+    score_cpu_seconds: float = 0.0
     method: MethodRun | None = None
 
     @property
@@ -131,6 +132,11 @@ class BenchResult:
     @property
     def frames_read(self) -> int:
         return sum(s.frames_read for s in self.sequences)
+
+    @property
+    def score_cpu_seconds(self) -> float:
+        """CPU time spent scoring, summed over sequences (independent of other load on the machine)."""
+        return sum(s.score_cpu_seconds for s in self.sequences)
 
 
 @dataclass(frozen=True)
@@ -176,7 +182,7 @@ def _read_prediction(path: Path, task: ScoreTask, shape: tuple[int, int], num_ob
 
 def score_sequence(task: ScoreTask) -> SequenceResult:
     """Score one sequence: read each ground-truth and prediction PNG once, J and F per object per frame."""
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     ann = Path(task.annotation_dir)
     res = Path(task.results_dir) / task.name
     if not res.is_dir():
@@ -194,14 +200,14 @@ def score_sequence(task: ScoreTask) -> SequenceResult:
     frames: dict[int, list[str]] = {k: [] for k, _ in objects}
     js: dict[int, list[float]] = {k: [] for k, _ in objects}
     fs: dict[int, list[float]] = {k: [] for k, _ in objects}
-    kernel = None
+    radius = None
     for stem in scored:
         live = [k for k, f in objects if stem > f]
         gt = read_annotation(ann / f"{stem}.png", task.binary)
         pred = _read_prediction(res / f"{stem}.png", task, gt.shape, max_id)
-        if kernel is None:
-            kernel = disk(boundary_radius(*gt.shape))
-        j, f = frame_scores(gt, pred, live, kernel)
+        if radius is None:
+            radius = boundary_radius(*gt.shape)
+        j, f = frame_scores(gt, pred, live, radius)
         for i, k in enumerate(live):
             frames[k].append(stem)
             js[k].append(j[i])
@@ -211,7 +217,7 @@ def score_sequence(task: ScoreTask) -> SequenceResult:
         for k, _ in objects
         if frames[k]
     ]
-    return SequenceResult(task.name, results, len(scored), time.perf_counter() - start)
+    return SequenceResult(task.name, results, len(scored), time.perf_counter() - start, time.process_time() - cpu)
 
 
 def make_tasks(dataset: Dataset, results_dir: str | os.PathLike[str], *, resize: bool = False) -> list[ScoreTask]:

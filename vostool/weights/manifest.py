@@ -21,8 +21,10 @@ Schema of ``[weights."method.tag"]``:
 ``metrics``         ``{name = value}`` measured with these weights; ``metrics_source`` says where
 ``source``          ``{kind = "hf", repo, filename, revision}`` (revision: a 40-hex commit),
                     ``{kind = "url", url, member?}`` (``member``: a file inside a zip archive),
-                    ``{kind = "path", path}``, or ``{kind = "manual", url, file, note}`` for weights
-                    that exist but that vostool cannot fetch or pin
+                    ``{kind = "path", path}``, ``{kind = "package", path}`` (a file shipped
+                    inside the vostool package, ``path`` relative to it: works offline, out of
+                    the box), or ``{kind = "manual", url, file, note}`` for weights that exist
+                    but that vostool cannot fetch or pin
 ``sha256``/``size`` of the weight file itself (the archive member when ``member`` is set);
                     required for every source except ``manual``
 """
@@ -44,7 +46,7 @@ else:  # pragma: no cover - Python 3.10
 
 from ..errors import WeightsError
 
-SOURCE_KINDS = ("hf", "url", "path", "manual")
+SOURCE_KINDS = ("hf", "url", "path", "package", "manual")
 FORMATS = ("pth", "safetensors")
 LAYOUTS = ("vostool", "torchvision", "raft-original", "agss-original", "rgmp-original")
 TARGET_KINDS = ("flow", "method", "init")
@@ -72,7 +74,7 @@ class Source:
 
     @property
     def downloadable(self) -> bool:
-        return self.kind in ("hf", "url", "path")
+        return self.kind in ("hf", "url", "path", "package")
 
     def describe(self) -> str:
         """One line for listings and reports."""
@@ -82,6 +84,8 @@ class Source:
             return self.url + (f" [{self.member}]" if self.member else "")
         if self.kind == "path":
             return self.path
+        if self.kind == "package":
+            return f"shipped with vostool: {self.path}"
         return f"manual: {self.url}" + (f" ({self.file})" if self.file else "")
 
 
@@ -186,7 +190,7 @@ def validate(raw: dict[str, Any]) -> list[str]:
                 problems.append(f"{where}: sha256 must be 64 lowercase hex digits")
             if not isinstance(e.get("size"), int) or e["size"] <= 0:
                 problems.append(f"{where}: size must be a positive integer (bytes)")
-        required = {"hf": ("repo", "filename", "revision"), "url": ("url",), "path": ("path",), "manual": ("url", "note")}[kind]
+        required = {"hf": ("repo", "filename", "revision"), "url": ("url",), "path": ("path",), "package": ("path",), "manual": ("url", "note")}[kind]
         for f in required:
             if not src.get(f):
                 problems.append(f"{where}: source.{f} is required for kind {kind!r}")
@@ -195,6 +199,11 @@ def validate(raw: dict[str, Any]) -> list[str]:
         if kind == "url" and not str(src.get("url", "")).startswith("https://"):
             problems.append(f"{where}: source.url must be https")
     return problems
+
+
+def packaged_file(relative: str) -> Path:
+    """A file shipped inside the vostool package (``relative`` to the package folder)."""
+    return Path(str(resources.files("vostool").joinpath(relative)))
 
 
 def packaged_manifest_path() -> Path:

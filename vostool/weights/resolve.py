@@ -26,7 +26,7 @@ from . import cache
 from .cache import CacheRecord, Check
 from .converters import convert, detect_layout
 from .download import fetch_hf, fetch_url, is_offline
-from .manifest import Manifest, WeightsEntry, load_manifest
+from .manifest import Manifest, WeightsEntry, load_manifest, packaged_file
 from .serialization import StateDict, load_into, load_state_dict, save_state_dict, sha256_file
 
 _WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".tar", ".safetensors")
@@ -221,8 +221,25 @@ def _resolved_from_record(entry: WeightsEntry, record: CacheRecord, how: str) ->
     return ResolvedWeights(entry.name, entry.target, record.path, record.sha256, how, record.origin, record.layout, record.pinned, dict(record.unused))
 
 
+def _from_package(entry: WeightsEntry) -> ResolvedWeights | None:
+    """The file shipped inside the package for a ``package`` source, verified, or None."""
+    if entry.source.kind != "package":
+        return None
+    path = packaged_file(entry.source.path)
+    if not path.is_file():
+        return None
+    digest = sha256_file(path)
+    if digest != entry.sha256:
+        raise WeightsError(f"the packaged file {path} has sha256 {digest[:16]}... but {entry.name} is pinned to {entry.sha256[:16]}...; reinstall vostool")
+    return ResolvedWeights(entry.name, entry.target, path, digest, "package", entry.source.describe(), entry.layout, True)
+
+
 def _from_cache(entry: WeightsEntry) -> ResolvedWeights | None:
-    """A verified cached copy of ``entry`` (vostool cache first, then Hugging Face cache), or None."""
+    """A verified local copy of ``entry`` (shipped in the package, vostool cache, then Hugging
+    Face cache), or None."""
+    packaged = _from_package(entry)
+    if packaged is not None:
+        return packaged
     record = cache.read_record(entry.name)
     if record is not None and cache.check_record(entry, record).ok:
         return _resolved_from_record(entry, record, "cache")
@@ -315,7 +332,9 @@ def status(manifest: Manifest | None = None) -> list[EntryStatus]:
     for e in m.entries.values():
         record = cache.read_record(e.name)
         path, kind = None, ""
-        if record is not None and record.path.is_file():
+        if e.source.kind == "package" and packaged_file(e.source.path).is_file():
+            path, kind = packaged_file(e.source.path), "package"
+        elif record is not None and record.path.is_file():
             path, kind = record.path, "vostool"
         elif (hf := cache.hf_cached_file(e)) is not None and not e.needs_conversion:
             path, kind = hf, "hf"
@@ -328,6 +347,14 @@ def verify(names: list[str] | None = None, manifest: Manifest | None = None) -> 
     m = manifest or load_manifest()
     checks = []
     for e in (m.entry(n) for n in names) if names else m.entries.values():
+        if e.source.kind == "package":
+            try:
+                found = _from_package(e)
+                ok_msg = "shipped with vostool, sha256 matches weights.toml"
+                checks.append(Check(e.name, "package", packaged_file(e.source.path), found is not None, ok_msg if found else "missing from the installed package; reinstall vostool"))
+            except WeightsError as exc:
+                checks.append(Check(e.name, "package", packaged_file(e.source.path), False, str(exc)))
+            continue
         record = cache.read_record(e.name)
         if record is not None:
             checks.append(cache.check_record(e, record))
