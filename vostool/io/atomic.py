@@ -24,11 +24,11 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     final = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{final.stem}.partial-", suffix=final.suffix, dir=final.parent)
-    os.fchmod(fd, _FILE_MODE)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, _FILE_MODE)  # some writers (safetensors) recreate the file as 0600
         os.replace(tmp_path, final)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -1,0 +1,137 @@
+"""Training loop on tiny synthetic data (CPU, tiny AGSS): learning, determinism, exact resume, export, CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors import safe_open
+
+from vostool.cli import cli
+from vostool.errors import VostoolError
+from vostool.train.loop import TrainConfig, Trainer
+from vostool.train.recipes import AGSSRecipe, get_recipe
+from vostool.train.synthetic import generate_dataset
+from vostool.weights import load_state_dict
+
+TINY = dict(depth=18, base_width=8, mdim=16, freeze_bn=False)
+
+
+@pytest.fixture(scope="module")
+def videos() -> list:
+    return generate_dataset(7, 3, length=12, size=(64, 96), num_objects=(1, 2))
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _config(**kw) -> TrainConfig:
+    base = dict(arch=TINY, steps=4, batch=2, lr=1e-3, clip_length=4, checkpoint_every=2, log_every=1)
+    return TrainConfig(**{**base, **kw})
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_state_dict(path)
+
+
+def test_few_steps_reduce_loss_on_a_fixed_batch(videos: list) -> None:
+    torch.manual_seed(0)
+    from vostool.models import create_method
+
+    net = create_method("agss", **TINY).net
+    recipe = AGSSRecipe(clip_length=4)
+    batch = recipe.make_batch(recipe.sampler(videos, 0), 0, 2)
+    assert batch.images.shape[:3] == (2, 4, 3) and batch.flows.shape[:3] == (2, 3, 2)
+    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
+    net.train()
+    losses = []
+    for _ in range(12):
+        opt.zero_grad()
+        loss, stats = recipe.loss(net, batch)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+        assert 0.0 <= stats["miou"] <= 1.0
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_same_seed_same_weights_and_resume_is_exact(videos: list, tmp_path: Path) -> None:
+    Trainer(_config(), videos, out=tmp_path / "a", progress=False).run()
+    Trainer(_config(), videos, out=tmp_path / "b", progress=False).run()
+    # interrupted after 2 of 4 steps, then resumed
+    Trainer(_config(), videos, out=tmp_path / "c", progress=False).run(stop_at=2)
+    assert json.loads((tmp_path / "c" / "train.json").read_text())["steps"][-1]["step"] == 2
+    Trainer(_config(), videos, out=tmp_path / "c", resume=True, progress=False).run()
+    Trainer(_config(seed=1), videos, out=tmp_path / "d", progress=False).run()
+    a, b, c, d = (_weights(tmp_path / x / "checkpoint.safetensors") for x in "abcd")
+    assert a.keys() == b.keys() == c.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), "same seed gave different weights"
+    assert all(torch.equal(a[k], c[k]) for k in a), "resumed run differs from the uninterrupted one"
+    assert any(not torch.equal(a[k], d[k]) for k in a if a[k].is_floating_point())
+    state = torch.load(tmp_path / "c" / "checkpoint.pt", weights_only=True)
+    assert state["step"] == 4
+    log = json.loads((tmp_path / "c" / "train.json").read_text())
+    assert [e["step"] for e in log["steps"]] == [1, 2, 3, 4] and log["resumed_at"] == [2]
+    with pytest.raises(VostoolError, match="already holds a run"):
+        Trainer(_config(), videos, out=tmp_path / "a", progress=False)
+
+
+def test_export_loads_in_a_session_and_validation_scores(videos: list, tmp_path: Path) -> None:
+    from vostool.api import create_session
+
+    log = Trainer(_config(steps=2), videos, videos[:1], out=tmp_path / "r", progress=False).run()
+    v = log["validation"][-1]
+    assert v["step"] == 2 and 0.0 <= v["J&F"] <= 1.0 and set(v["sequences"]) == {videos[0].name}
+    final = tmp_path / "r" / "final.safetensors"
+    with safe_open(str(final), framework="pt") as f:
+        meta = f.metadata()
+        assert f.get_tensor("decoder.pred2.weight").dtype == torch.float16
+    assert json.loads(meta["arch"]) == TINY and meta["method"] == "agss"
+    assert json.loads(meta["training"])["steps"] == 2
+    session = create_session("agss", flow="dis", device="cpu", weights=str(final), offline=True)
+    seq = videos[0]
+    res = session.step(seq.images[0], seq.labels[0])
+    res = session.step(seq.images[1])
+    assert res.ids.shape == seq.labels[1].shape
+
+
+def test_cli_train_resume_matches_uninterrupted(tmp_path: Path) -> None:
+    runner = CliRunner()
+    common = ["train", "--method", "agss", "--synthetic", "2", "--size", "48", "--variant", "tiny", "--steps", "3", "--seed", "3", "--threads", "1", "--quiet"]
+    r = runner.invoke(cli, [*common, "--out", str(tmp_path / "full")])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(cli, [*common, "--out", str(tmp_path / "part"), "--stop-at", "1"])
+    assert r.exit_code == 0, r.output
+    assert not (tmp_path / "part" / "final.safetensors").exists()
+    r = runner.invoke(cli, ["train", "--out", str(tmp_path / "part"), "--resume", "--quiet", "--threads", "1", "--export", str(tmp_path / "w.safetensors")])
+    assert r.exit_code == 0, r.output
+    a, b = _weights(tmp_path / "full" / "final.safetensors"), _weights(tmp_path / "w.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_methods_without_recipe_stop_with_one_line(tmp_path: Path) -> None:
+    with pytest.raises(VostoolError, match="no recipe for method 'flow'"):
+        get_recipe("flow")
+    r = CliRunner().invoke(cli, ["train", "--method", "flow", "--synthetic", "1", "--out", str(tmp_path / "x")])
+    assert r.exit_code != 0
+    assert not (tmp_path / "x").exists()
+    r = CliRunner().invoke(cli, ["train", "--out", str(tmp_path / "y")])
+    assert r.exit_code != 0 and isinstance(r.exception, VostoolError) and "no training data" in str(r.exception)
+
+
+def test_augmented_clips_are_deterministic(videos: list) -> None:
+    recipe = AGSSRecipe(clip_length=4, crop=(48, 64))
+    s = recipe.sampler(videos, 5)
+    c1, c2 = recipe.make_clip(s, 9, 0), recipe.make_clip(s, 9, 0)
+    assert np.array_equal(c1.images, c2.images) and np.array_equal(c1.labels, c2.labels)
+    assert c1.images.shape == (4, 48, 64, 3) and c1.num_objects >= 1
+    assert set(np.unique(c1.labels[0])) - {255} == set(range(c1.num_objects + 1))

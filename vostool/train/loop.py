@@ -1,0 +1,330 @@
+"""The training loop: deterministic steps, checkpoints, exact resume, validation, export.
+
+A run folder holds:
+
+* ``config.json`` — the run's settings (method, arch kwargs, recipe, optimiser, seed, data);
+* ``checkpoint.safetensors`` — fp32 weights (metadata: ``arch`` JSON, ``method``, ``step``);
+* ``checkpoint.pt`` — optimiser, schedule, step, RNG and AMP-scaler state (plain tensors and
+  numbers: loaded with ``torch.load(..., weights_only=True)``);
+* ``train.json`` — the log (one entry per logged step, validation results);
+* ``final.safetensors`` — compact fp16 export (:func:`export_weights`).
+
+Determinism: the network is initialised from ``torch.manual_seed(seed)``; the data of step ``s``
+is a pure function of ``(seed, s)`` (:meth:`~vostool.train.data.ClipSampler.sample`); the
+learning rate is a pure function of the step (poly: ``lr * (1 - s / steps) ** power``). So a run
+resumed from a checkpoint continues bit-identically to an uninterrupted one (on the same device
+and thread count).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from ..io.atomic import atomic_path, write_text_atomic
+from ..models import create_method
+from ..weights import load_into, save_state_dict
+from ..weights.serialization import load_state_dict
+from .data import VideoSequence
+from .recipes import get_recipe
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Settings of a run (stored as ``config.json``).
+
+    Attributes:
+        method: registered method name (only ``agss`` has a recipe).
+        arch: builder keyword arguments of the network.
+        steps: total optimiser steps (the poly schedule reaches 0 at ``steps``).
+        batch: clips per step.
+        lr: initial learning rate (Adam).
+        poly_power: exponent of the poly schedule.
+        weight_decay: Adam weight decay.
+        seed: initialisation and data seed.
+        clip_length / crop / tolerance / ce_weight / max_objects: recipe settings (None / unused
+            ones: the recipe's defaults; tolerance and ce_weight are AGSS-VOS's).
+        checkpoint_every: steps between checkpoints (0 = only at the end).
+        val_every: steps between validations (0 = only at the end; validation needs val sequences).
+        log_every: steps between log entries.
+        grad_clip: gradient-norm clip (0 = none).
+    """
+
+    method: str = "agss"
+    arch: dict[str, Any] = dataclasses.field(default_factory=dict)
+    steps: int = 1000
+    batch: int = 1
+    lr: float = 1e-4
+    poly_power: float = 0.9
+    weight_decay: float = 0.0
+    seed: int = 0
+    clip_length: int | None = None
+    crop: list[int] | None = None
+    tolerance: float = 0.5
+    ce_weight: float = 0.1
+    max_objects: int | None = None
+    checkpoint_every: int = 100
+    val_every: int = 0
+    log_every: int = 10
+    grad_clip: float = 0.0
+    data: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def poly_lr(base: float, step: int, total: int, power: float) -> float:
+    """Poly learning rate of step ``step`` (0-based) out of ``total``."""
+    return base * max(0.0, 1.0 - step / max(total, 1)) ** power
+
+
+def _autocast_factory(device: torch.device) -> Callable[[], contextlib.AbstractContextManager[Any]] | None:
+    if device.type == "cuda":
+        return lambda: torch.autocast("cuda", dtype=torch.float16)
+    return None
+
+
+def export_weights(net: torch.nn.Module, path: str | Path, *, method: str, arch: dict[str, Any], extra: dict[str, Any] | None = None, dtype: torch.dtype = torch.float16) -> None:
+    """Write the network's weights as a compact safetensors file (floats cast to ``dtype``).
+
+    Metadata: ``arch`` (JSON builder kwargs, read back by :func:`vostool.api.load_method`),
+    ``method``, ``format`` and every ``extra`` item (JSON-encoded when not a string).
+    """
+    sd = {k: (v.detach().to("cpu", dtype) if v.is_floating_point() else v.detach().cpu()).contiguous() for k, v in net.state_dict().items()}
+    meta = {"arch": json.dumps(arch, sort_keys=True), "method": method, "format": "vostool"}
+    for k, v in (extra or {}).items():
+        meta[k] = v if isinstance(v, str) else json.dumps(v, sort_keys=True)
+    save_state_dict(path, sd, meta)
+
+
+class Trainer:
+    """Runs (or resumes) a training run in ``out``.
+
+    Args:
+        config: the run's settings (ignored on resume: the stored ``config.json`` is used, except
+            a non-zero ``steps``, which moves the end of the schedule).
+        train_sequences: training videos (in memory).
+        val_sequences: held-out videos for validation (may be empty).
+        out: run folder.
+        device: torch device.
+        resume: continue from ``out/checkpoint.*``.
+        progress: show a rich progress bar on stderr.
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        train_sequences: Sequence[VideoSequence],
+        val_sequences: Sequence[VideoSequence] = (),
+        *,
+        out: str | Path,
+        device: str | torch.device = "cpu",
+        resume: bool = False,
+        progress: bool = True,
+    ) -> None:
+        self.out = Path(out)
+        self.device = torch.device(device)
+        self.progress = progress
+        self.val_sequences = list(val_sequences)
+        if resume:
+            cfg_path = self.out / "config.json"
+            if not cfg_path.is_file() or not (self.out / "checkpoint.pt").is_file():
+                raise InputError(f"nothing to resume in {self.out}: config.json or checkpoint.pt missing; start a run without --resume")
+            stored = json.loads(cfg_path.read_text())
+            if config.steps:  # an explicit step count changes the schedule's end (train further)
+                stored["steps"] = int(config.steps)
+            config = TrainConfig(**stored)
+        elif (self.out / "checkpoint.pt").exists():
+            raise InputError(f"{self.out} already holds a run; pass --resume to continue it or choose another --out")
+        self.config = config
+        self.recipe = get_recipe(config.method, clip_length=config.clip_length, crop=tuple(config.crop) if config.crop else None, tolerance=config.tolerance, ce_weight=config.ce_weight, max_objects=config.max_objects)
+        self.sampler = self.recipe.sampler(list(train_sequences), config.seed)
+        torch.manual_seed(config.seed)
+        self.method = create_method(config.method, **config.arch)
+        self.net = self.method.net
+        assert self.net is not None
+        self.net.to(self.device)
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.device.type == "cuda")
+        self.autocast = _autocast_factory(self.device)
+        self.step = 0
+        self.log: dict[str, Any] = {"config": config.to_json(), "recipe": self.recipe.describe(), "steps": [], "validation": [], "wall_s": 0.0}
+        self.out.mkdir(parents=True, exist_ok=True)
+        if resume:
+            self._load_checkpoint()
+        else:
+            write_text_atomic(self.out / "config.json", json.dumps(config.to_json(), indent=2))
+
+    # --- checkpoints ------------------------------------------------------------------------
+    def save_checkpoint(self) -> None:
+        """Write ``checkpoint.safetensors`` (fp32 weights) then ``checkpoint.pt`` (the rest)."""
+        sd = {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}
+        save_state_dict(self.out / "checkpoint.safetensors", sd, {"arch": json.dumps(self.config.arch, sort_keys=True), "method": self.config.method, "step": str(self.step)})
+        state = {
+            "step": self.step,
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": {"base_lr": self.config.lr, "total": self.config.steps, "power": self.config.poly_power},
+            "scaler": self.scaler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "wall_s": float(self.log["wall_s"]),
+        }
+        with atomic_path(self.out / "checkpoint.pt") as tmp:
+            torch.save(state, tmp)
+        self._write_log()
+
+    def _load_checkpoint(self) -> None:
+        state = torch.load(self.out / "checkpoint.pt", map_location="cpu", weights_only=True)
+        sd = load_state_dict(self.out / "checkpoint.safetensors")
+        load_into(self.net, sd, what=f"checkpoint in {self.out}")
+        self.optimizer.load_state_dict(state["optimizer"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["torch_rng"])
+        self.step = int(state["step"])
+        log_path = self.out / "train.json"
+        if log_path.is_file():
+            old = json.loads(log_path.read_text())
+            self.log["steps"] = [e for e in old.get("steps", []) if e["step"] <= self.step]
+            self.log["validation"] = [e for e in old.get("validation", []) if e["step"] <= self.step]
+        self.log["wall_s"] = float(state.get("wall_s", 0.0))
+        self.log["resumed_at"] = self.log.get("resumed_at", []) + [self.step]
+
+    def _write_log(self) -> None:
+        write_text_atomic(self.out / "train.json", json.dumps(self.log, indent=1))
+
+    # --- one step ---------------------------------------------------------------------------
+    def train_step(self) -> dict[str, float]:
+        """One optimiser step on the batch of ``self.step``; returns its stats."""
+        cfg = self.config
+        lr = poly_lr(cfg.lr, self.step, cfg.steps, cfg.poly_power)
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        batch = self.recipe.make_batch(self.sampler, self.step, cfg.batch).to(self.device)
+        self.net.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss, stats = self.recipe.loss(self.net, batch, autocast=self.autocast)
+        self.scaler.scale(loss).backward()
+        if cfg.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.net.parameters(), cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.step += 1
+        return {"loss": float(loss.detach()), "lr": lr, **stats}
+
+    def validate(self) -> dict[str, Any]:
+        """J&F on the validation sequences (method with DIS flow, at the sequences' resolution)."""
+        from .validate import evaluate
+
+        res = evaluate(self.method, self.val_sequences, device=self.device)
+        self.net.train()
+        return res
+
+    # --- the run ----------------------------------------------------------------------------
+    def run(self, *, stop_at: int | None = None, time_limit_s: float | None = None, on_log: Callable[[str], None] | None = None) -> dict[str, Any]:
+        """Train up to ``config.steps`` (or ``stop_at``, or until ``time_limit_s`` of this call).
+
+        Checkpoints every ``checkpoint_every`` steps and when stopping; validates every
+        ``val_every`` steps and at the end (when there are validation sequences).
+
+        Returns:
+            The log (also in ``train.json``).
+        """
+        cfg = self.config
+        end = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
+        start_wall = time.perf_counter()
+        base_wall = float(self.log["wall_s"])
+        ema: float | None = None
+        bar = self._progress(end)
+        last_t = time.perf_counter()
+        with bar if bar is not None else contextlib.nullcontext():
+            task = bar.add_task("train", total=end, completed=self.step, loss=float("nan"), speed=0.0) if bar is not None else None
+            while self.step < end:
+                stats = self.train_step()
+                now = time.perf_counter()
+                dt, last_t = now - last_t, now
+                ema = stats["loss"] if ema is None else 0.95 * ema + 0.05 * stats["loss"]
+                self.log["wall_s"] = base_wall + (now - start_wall)
+                if bar is not None and task is not None:
+                    bar.update(task, completed=self.step, loss=ema, speed=1.0 / max(dt, 1e-9))
+                if self.step % max(cfg.log_every, 1) == 0 or self.step == end:
+                    entry = {"step": self.step, "loss_ema": ema, "wall_s": round(self.log["wall_s"], 2), "s_per_step": round(dt, 3), **{k: round(v, 6) for k, v in stats.items()}}
+                    self.log["steps"].append(entry)
+                    if on_log is not None:
+                        on_log(json.dumps(entry))
+                timed_out = time_limit_s is not None and now - start_wall >= time_limit_s
+                if cfg.val_every and self.step % cfg.val_every == 0 and self.val_sequences and self.step < end:
+                    self._validate_and_log(on_log)
+                if (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0) or self.step == end or timed_out:
+                    self.save_checkpoint()
+                if timed_out:
+                    self.log["stopped"] = f"time limit {time_limit_s:.0f} s reached at step {self.step}"
+                    break
+        if self.step == cfg.steps and self.val_sequences and not any(v["step"] == self.step for v in self.log["validation"]):
+            self._validate_and_log(on_log)
+        self.save_checkpoint()
+        if self.step == cfg.steps:
+            self.export(self.out / "final.safetensors")
+        return self.log
+
+    def _validate_and_log(self, on_log: Callable[[str], None] | None) -> None:
+        res = self.validate()
+        entry = {"step": self.step, **res}
+        self.log["validation"].append(entry)
+        self._write_log()
+        if on_log is not None:
+            on_log(json.dumps({"step": self.step, "J&F": res["J&F"], "J-Mean": res["J-Mean"], "F-Mean": res["F-Mean"]}))
+
+    def export(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
+        """Compact fp16 export with arch / method / training metadata."""
+        info = {
+            "steps": self.step,
+            "seed": self.config.seed,
+            "lr": self.config.lr,
+            "batch": self.config.batch,
+            "recipe": self.recipe.describe(),
+            "data": self.config.data,
+            "wall_s": round(float(self.log["wall_s"]), 1),
+        }
+        if self.log["validation"]:
+            v = self.log["validation"][-1]
+            info["validation"] = {k: v[k] for k in ("J-Mean", "F-Mean", "J&F", "sequences") if k in v}
+        export_weights(self.net, path, method=self.config.method, arch=self.config.arch, extra={"training": info, **(extra or {})})
+        return Path(path)
+
+    def _progress(self, total: int) -> Any:
+        if not self.progress:
+            return None
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        console = Console(stderr=True)
+        if not console.is_terminal:
+            return None
+        return Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.4f}"),
+            TextColumn("{task.fields[speed]:.2f} step/s"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+        )
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch and numpy's global generators (the loop itself does not use numpy's)."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % (2**32))
+
+
+__all__ = ["TrainConfig", "Trainer", "export_weights", "poly_lr", "seed_everything"]

@@ -1,0 +1,463 @@
+"""Per-method training recipes: how a step's batch is drawn and how the loss is computed.
+
+Every recipe has ``sampler(sequences, seed)``, ``make_batch(sampler, step, batch)`` (a pure
+function of the sampler's seed and ``step``), ``loss(net, batch, autocast=None) -> (loss, stats)``
+and ``describe()``. :func:`get_recipe` builds one by method name:
+
+* :class:`AGSSRecipe` (``agss``) — the paper's recipe, below; the one used for real training.
+* :class:`SAVOSRecipe` (``savos``) — "lucid dream" clips + softmax aggregation + cross-entropy.
+* :class:`EmbeddingRecipe` (``embedding``) — 4-frame clips, BCE (global) + CE (instances).
+* :class:`OVSNetRecipe` (``ovsnet``) — frame pairs; Mask R-CNN + triplet + 1.3 x MGA CE losses.
+
+The last three are exercised by few-step CPU tests with tiny networks only (no real run yet).
+
+AGSS-VOS (paper Sec. 3.2 and 4.1):
+
+* a sub-sequence of ``clip_length = 8`` consecutive frames per sample; its first frame is the
+  reference (ground-truth mask);
+* augmentation: horizontal flip and sequence reversal, each with probability 1/2 (plus an
+  optional random crop to ``crop = (h, w)``, ours, to cut CPU cost);
+* recurrent training: frame ``t`` gets the previous frame's *own* soft normalised prediction
+  warped by backward optical flow (DIS, computed on the augmented clip, see below); frame 1 gets
+  the reference ground truth;
+* tolerance rule: if the IoU of the previous mask (``> 0.5``) with its ground truth is below
+  ``tolerance`` (the paper gives no value; 0.5 here), that object's mask is replaced by the
+  ground truth before warping;
+* loss: the instance IoU loss (eq. 7) on ``soft_aggregate(sigmoid(logits))`` (eq. 4-5), averaged
+  over the 7 predicted frames, plus ``ce_weight`` x cross-entropy on the same aggregated
+  distribution (not in the paper; a small term that steadies training from scratch; 0 disables);
+* previous masks are detached between frames (no back-propagation through time).
+
+Flow: DIS flow is computed per step on the augmented (flipped / reversed / cropped) clip, so it
+is always the exact flow of the frames the network sees; at 240p DIS ``ultrafast`` takes a few
+milliseconds per pair, under 2 % of a CPU training step, so no cache is kept.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from ..flow import backward_warp, create_flow
+from ..io.masks import VOID_ID
+from ..models.blocks import soft_aggregate
+from .augment import hflip, lucid_dream_clip, random_affine, random_crop, reverse
+from .data import Clip, ClipSampler
+from .losses import aggregated_cross_entropy, apply_tolerance, instance_iou_loss
+
+TRAINABLE = ("agss", "savos", "embedding", "ovsnet")
+"""Methods with a training recipe."""
+
+
+@dataclasses.dataclass
+class Batch:
+    """One training batch.
+
+    Attributes:
+        images: ``(B, L, 3, H, W)`` float32 RGB in [0, 1].
+        labels: ``(B, L, H, W)`` long, 0..K, 255 = void.
+        flows: ``(B, L - 1, 2, H, W)`` float32 backward flow from frame ``t + 1`` to ``t``.
+        objects: ``(B, K)`` float32, 1 for real objects (K = the batch's largest count).
+        names: source sequences.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    flows: torch.Tensor
+    objects: torch.Tensor
+    names: list[str]
+
+    def to(self, device: torch.device) -> "Batch":
+        return Batch(self.images.to(device), self.labels.to(device), self.flows.to(device), self.objects.to(device), self.names)
+
+
+@dataclasses.dataclass
+class AGSSRecipe:
+    """AGSS-VOS training recipe (see the module docstring).
+
+    Args:
+        clip_length: frames per sub-sequence (8).
+        crop: ``(h, w)`` random crop of every clip, or None for whole frames.
+        tolerance: IoU threshold of the tolerance rule.
+        ce_weight: weight of the auxiliary cross-entropy term.
+        max_objects: at most this many objects per clip.
+        flip_p / reverse_p: augmentation probabilities.
+    """
+
+    clip_length: int = 8
+    crop: tuple[int, int] | None = None
+    tolerance: float = 0.5
+    ce_weight: float = 0.1
+    max_objects: int = 4
+    flip_p: float = 0.5
+    reverse_p: float = 0.5
+    name: str = "agss"
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-able settings (logged and stored in the exported weights' metadata)."""
+        d = {k: getattr(self, k) for k in ("clip_length", "crop", "tolerance", "ce_weight", "max_objects", "flip_p", "reverse_p")}
+        d.update(loss="instance IoU (eq. 7) on soft_aggregate" + (f" + {self.ce_weight} x CE" if self.ce_weight else ""), flow="dis (per step, on the augmented clip)")
+        return d
+
+    def sampler(self, sequences: list, seed: int) -> ClipSampler:
+        """The deterministic clip sampler for this recipe."""
+        return ClipSampler(sequences, self.clip_length, seed=seed, max_objects=self.max_objects)
+
+    # --- data -----------------------------------------------------------------------------
+    def make_clip(self, sampler: ClipSampler, step: int, index: int) -> Clip:
+        """The augmented clip ``index`` of ``step`` (pure function of the sampler's seed, step, index)."""
+        clip = sampler.sample(step, index)
+        rng = sampler.rng(step, 2000 + index)
+        flip, rev = rng.random() < self.flip_p, rng.random() < self.reverse_p
+        if flip:
+            clip = hflip(clip)
+        if rev:
+            r = reverse(clip)
+            if r.num_objects > 0:  # the last frame may have lost every object: keep forward order
+                clip = r
+        if self.crop is not None:
+            clip = random_crop(clip, self.crop, rng)
+            labels0 = clip.labels[0]
+            present = [k for k in range(1, clip.num_objects + 1) if (labels0 == k).any()]
+            if len(present) != clip.num_objects:  # objects cropped out of frame 0 are dropped
+                lut = np.zeros(256, np.uint8)
+                lut[VOID_ID] = VOID_ID
+                for i, k in enumerate(present, start=1):
+                    lut[k] = i
+                clip = Clip(clip.images, lut[clip.labels], len(present), clip.name)
+        return clip
+
+    def flows(self, images: np.ndarray) -> np.ndarray:
+        """``(L, H, W, 3)`` uint8 -> ``(L - 1, 2, H, W)`` float32 DIS backward flow ``t+1 -> t``.
+
+        A fresh DIS object per clip: OpenCV's DIS keeps buffers between calls that can change
+        later results, which would make a step depend on the steps before it (breaking exact resume).
+        """
+        est = create_flow("dis")
+        preps = [est.prepare(torch.from_numpy(im).permute(2, 0, 1)[None].float().div(255.0)) for im in images]
+        return np.stack([est.flow(preps[t + 1], preps[t]).cpu().numpy() for t in range(len(images) - 1)])
+
+    def make_batch(self, sampler: ClipSampler, step: int, batch: int) -> Batch:
+        """The ``batch`` clips of training step ``step`` as tensors (same size required: use ``crop``
+        when sequences differ in size)."""
+        clips = [self.make_clip(sampler, step, i) for i in range(batch)]
+        shapes = {c.labels.shape for c in clips}
+        if len(shapes) != 1:
+            raise InputError(f"clips of one batch differ in size {sorted(shapes)}; give a crop size (--crop) or --batch 1")
+        k = max(max(c.num_objects for c in clips), 1)
+        images = torch.from_numpy(np.stack([c.images for c in clips])).permute(0, 1, 4, 2, 3).float().div_(255.0)
+        labels = torch.from_numpy(np.stack([c.labels for c in clips]).astype(np.int64))
+        flows = torch.from_numpy(np.stack([self.flows(c.images) for c in clips]))
+        objects = torch.tensor([[1.0 if j < c.num_objects else 0.0 for j in range(k)] for c in clips])
+        return Batch(images, labels, flows, objects, [c.name for c in clips])
+
+    # --- loss -----------------------------------------------------------------------------
+    def loss(self, net: torch.nn.Module, batch: Batch, *, autocast: Any = None) -> tuple[torch.Tensor, dict[str, float]]:
+        """Recurrent forward over the clip and the training loss.
+
+        Args:
+            net: an :class:`~vostool.models.agss.AGSSNet` in train mode.
+            batch: from :meth:`make_batch`, on the net's device.
+            autocast: a context-manager factory for mixed precision (None = fp32).
+
+        Returns:
+            ``(loss, stats)``: the scalar loss and floats ``iou_loss``, ``ce``, ``replaced`` (fraction
+            of previous masks replaced by the tolerance rule) and ``miou`` (hard IoU of the predictions).
+        """
+        import contextlib
+
+        ctx = autocast or contextlib.nullcontext
+        b, length = batch.labels.shape[:2]
+        k = batch.objects.shape[1]
+        ids = torch.arange(1, k + 1, device=batch.labels.device).view(1, k, 1, 1)
+
+        def onehot(t: int) -> torch.Tensor:
+            return (batch.labels[:, t].unsqueeze(1) == ids).float() * batch.objects[:, :, None, None]
+
+        valid = batch.labels != VOID_ID  # (B, L, H, W)
+        with ctx():
+            ref = net.reference(batch.images[:, 0], onehot(0))
+        prev = onehot(0)
+        total_iou = torch.zeros((), device=batch.images.device)
+        total_ce = torch.zeros((), device=batch.images.device)
+        replaced, checked, miou = 0.0, 0.0, 0.0
+        for t in range(1, length):
+            if t > 1:
+                prev, rep = apply_tolerance(prev, onehot(t - 1), valid[:, t - 1], self.tolerance)
+                real = batch.objects > 0
+                replaced += float((rep & real).sum())
+                checked += float(real.sum())
+            warped = backward_warp(prev, batch.flows[:, t - 1])
+            with ctx():
+                logits = net(batch.images[:, t], warped, ref)
+            fg = torch.sigmoid(logits.float()) * batch.objects[:, :, None, None]
+            prob = soft_aggregate(fg)  # (B, K + 1, H, W)
+            target = onehot(t)
+            total_iou = total_iou + instance_iou_loss(prob[:, 1:], target, valid[:, t], batch.objects)
+            if self.ce_weight:
+                total_ce = total_ce + aggregated_cross_entropy(prob, batch.labels[:, t])
+            with torch.no_grad():
+                hard = prob.argmax(1, keepdim=True) == ids
+                inter = (hard & (target > 0) & valid[:, t, None]).sum((-2, -1)).float()
+                union = ((hard | (target > 0)) & valid[:, t, None]).sum((-2, -1)).float()
+                iou = torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
+                miou += float((iou * batch.objects).sum() / batch.objects.sum().clamp(min=1))
+            prev = prob[:, 1:].detach()
+        n = length - 1
+        loss = total_iou / n + self.ce_weight * total_ce / n
+        stats = {
+            "iou_loss": float(total_iou.detach()) / n,
+            "ce": float(total_ce.detach()) / n,
+            "replaced": replaced / checked if checked else 0.0,
+            "miou": miou / n,
+        }
+        return loss, stats
+
+
+def _onehot(labels: torch.Tensor, objects: torch.Tensor) -> torch.Tensor:
+    """``labels (B, H, W)`` long, ``objects (B, K)`` -> ``(B, K, H, W)`` float masks of objects 1..K."""
+    k = objects.shape[1]
+    ids = torch.arange(1, k + 1, device=labels.device).view(1, k, 1, 1)
+    return (labels.unsqueeze(1) == ids).float() * objects[:, :, None, None]
+
+
+def _crop_and_relabel(clip: Clip, crop: tuple[int, int] | None, rng: np.random.Generator) -> Clip:
+    """Random crop (optional); objects no longer in frame 0 are dropped and ids made contiguous."""
+    if crop is not None:
+        clip = random_crop(clip, crop, rng)
+    present = [k for k in range(1, clip.num_objects + 1) if (clip.labels[0] == k).any()]
+    if len(present) != clip.num_objects:
+        lut = np.zeros(256, np.uint8)
+        lut[VOID_ID] = VOID_ID
+        for i, k in enumerate(present, start=1):
+            lut[k] = i
+        clip = Clip(clip.images, lut[clip.labels], len(present), clip.name)
+    return clip
+
+
+def _stack(clips: list[Clip]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Clips of one size -> ``images (B, L, 3, H, W)``, ``labels (B, L, H, W)`` long, ``objects (B, K)``."""
+    shapes = {c.labels.shape for c in clips}
+    if len(shapes) != 1:
+        raise InputError(f"clips of one batch differ in size {sorted(shapes)}; give a crop size (--crop) or --batch 1")
+    k = max(max(c.num_objects for c in clips), 1)
+    images = torch.from_numpy(np.stack([c.images for c in clips])).permute(0, 1, 4, 2, 3).float().div_(255.0)
+    labels = torch.from_numpy(np.stack([c.labels for c in clips]).astype(np.int64))
+    objects = torch.tensor([[1.0 if j < c.num_objects else 0.0 for j in range(k)] for c in clips])
+    return images, labels, objects
+
+
+@dataclasses.dataclass
+class SAVOSRecipe:
+    """SAVOS training (paper Sec. 6.1.2-6.1.3): clips synthesised from one annotated frame by
+    "lucid dream" (:func:`~vostool.train.augment.lucid_dream_clip`) mixed with real clips
+    (``lucid_p`` of the samples are synthetic), horizontal flip, no flow; the network runs
+    recurrently on its own previous merged probabilities (frame 1 gets the reference ground
+    truth); loss: cross-entropy on the softmax aggregation (eq. 5) of the per-object outputs.
+    The paper trains with SGD (momentum 0.5, lr 1e-5); the loop here uses Adam for every method.
+    """
+
+    clip_length: int = 3
+    crop: tuple[int, int] | None = None
+    max_objects: int = 4
+    lucid_p: float = 0.5
+    flip_p: float = 0.5
+    name: str = "savos"
+
+    def describe(self) -> dict[str, Any]:
+        return {"clip_length": self.clip_length, "crop": self.crop, "max_objects": self.max_objects, "lucid_p": self.lucid_p, "flip_p": self.flip_p,
+                "loss": "CE on softmax_aggregate (eq. 5)", "data": "lucid-dream clips from single frames + real clips"}
+
+    def sampler(self, sequences: list, seed: int) -> ClipSampler:
+        return ClipSampler(sequences, self.clip_length, seed=seed, max_objects=self.max_objects)
+
+    def make_clip(self, sampler: ClipSampler, step: int, index: int) -> Clip:
+        clip = sampler.sample(step, index)
+        rng = sampler.rng(step, 2000 + index)
+        if rng.random() < self.lucid_p:
+            lucid = lucid_dream_clip(clip.images[0], clip.labels[0], rng, length=self.clip_length, name=clip.name)
+            if lucid.num_objects > 0:
+                clip = lucid
+        if rng.random() < self.flip_p:
+            clip = hflip(clip)
+        return _crop_and_relabel(clip, self.crop, rng)
+
+    def make_batch(self, sampler: ClipSampler, step: int, batch: int) -> Batch:
+        clips = [self.make_clip(sampler, step, i) for i in range(batch)]
+        images, labels, objects = _stack(clips)
+        flows = torch.zeros((len(clips), 0, 2, *labels.shape[-2:]))
+        return Batch(images, labels, flows, objects, [c.name for c in clips])
+
+    def loss(self, net: torch.nn.Module, batch: Batch, *, autocast: Any = None) -> tuple[torch.Tensor, dict[str, float]]:
+        import contextlib
+
+        from ..models.blocks import softmax_aggregate
+
+        ctx = autocast or contextlib.nullcontext
+        length = batch.labels.shape[1]
+        with ctx():
+            ref = net.reference(batch.images[:, 0], _onehot(batch.labels[:, 0], batch.objects))
+        prev = _onehot(batch.labels[:, 0], batch.objects)
+        total = torch.zeros((), device=batch.images.device)
+        for t in range(1, length):
+            with ctx():
+                logits = net(batch.images[:, t], prev, ref)
+            prob = softmax_aggregate(torch.sigmoid(logits.float()) * batch.objects[:, :, None, None])
+            total = total + aggregated_cross_entropy(prob, batch.labels[:, t])
+            prev = prob[:, 1:].detach()
+        loss = total / max(length - 1, 1)
+        return loss, {"ce": float(loss.detach())}
+
+
+@dataclasses.dataclass
+class EmbeddingRecipe:
+    """Global and instance embedding (paper Sec. 3.3 "Network Training"): clips of ``T + 1 = 4``
+    frames, the first ``T`` (with their ground truth) as the support set, the last as the query;
+    random crop, flip, rotation and scaling; loss ``BCE(global logit, objects mask) +
+    lambda * CE(instance logits, labels)`` (eq. 13, ``lambda = 1``); at most ``D = 6`` instances.
+    The support masks are the ground truth (no recurrence over the support frames)."""
+
+    clip_length: int = 4
+    crop: tuple[int, int] | None = None
+    max_objects: int = 6
+    lam: float = 1.0
+    flip_p: float = 0.5
+    rotation: float = 10.0
+    scale: tuple[float, float] = (0.9, 1.1)
+    name: str = "embedding"
+
+    def describe(self) -> dict[str, Any]:
+        return {"clip_length": self.clip_length, "crop": self.crop, "max_objects": self.max_objects, "lambda": self.lam, "flip_p": self.flip_p,
+                "rotation": self.rotation, "scale": list(self.scale), "loss": "BCE(global) + lambda * CE(instances) (eq. 13)"}
+
+    def sampler(self, sequences: list, seed: int) -> ClipSampler:
+        return ClipSampler(sequences, self.clip_length, seed=seed, max_objects=self.max_objects, max_skip=3)
+
+    def make_clip(self, sampler: ClipSampler, step: int, index: int) -> Clip:
+        clip = sampler.sample(step, index)
+        rng = sampler.rng(step, 2000 + index)
+        if rng.random() < self.flip_p:
+            clip = hflip(clip)
+        clip = random_affine(clip, rng, scale=self.scale, rotation=self.rotation, shift=0.05, per_frame_jitter=0.3)
+        return _crop_and_relabel(clip, self.crop, rng)
+
+    def make_batch(self, sampler: ClipSampler, step: int, batch: int) -> Batch:
+        clips = [self.make_clip(sampler, step, i) for i in range(batch)]
+        images, labels, objects = _stack(clips)
+        flows = torch.zeros((len(clips), 0, 2, *labels.shape[-2:]))
+        return Batch(images, labels, flows, objects, [c.name for c in clips])
+
+    def loss(self, net: torch.nn.Module, batch: Batch, *, autocast: Any = None) -> tuple[torch.Tensor, dict[str, float]]:
+        import contextlib
+
+        import torch.nn.functional as F
+
+        ctx = autocast or contextlib.nullcontext
+        b, length = batch.labels.shape[:2]
+        t = length - 1
+        support = torch.stack([_onehot(batch.labels[:, i], batch.objects) for i in range(t)], 1)  # (B, T, D, H, W)
+        bg = (1.0 - support.sum(2, keepdim=True)).clamp(min=0.0)
+        with ctx():
+            out = net(batch.images[:, t], batch.images[:, :t], torch.cat([bg, support], 2))
+        labels = batch.labels[:, t]
+        valid = labels != VOID_ID
+        fg = ((labels > 0) & valid).float().unsqueeze(1)
+        bce = F.binary_cross_entropy_with_logits(out["global_logit"].float(), fg, weight=valid.float().unsqueeze(1), reduction="sum") / valid.sum().clamp(min=1)
+        ce = F.cross_entropy(out["logits"].float(), labels, ignore_index=VOID_ID)
+        loss = bce + self.lam * ce
+        return loss, {"bce": float(bce.detach()), "ce": float(ce.detach())}
+
+
+@dataclasses.dataclass
+class DetectionBatch:
+    """OVSNet batch: ``images`` list of ``(3, H, W)``; ``targets`` per image (boxes, labels, masks, ids)."""
+
+    images: list[torch.Tensor]
+    targets: list[dict[str, torch.Tensor]]
+    names: list[str]
+
+    def to(self, device: torch.device) -> "DetectionBatch":
+        return DetectionBatch([i.to(device) for i in self.images], [{k: v.to(device) for k, v in t.items()} for t in self.targets], self.names)
+
+
+@dataclasses.dataclass
+class OVSNetRecipe:
+    """OVSNet (paper Sec. 3-4.1): each sample is a pair of frames of one video (so the batch-hard
+    triplet loss sees the same object twice), flipped at random; every object with pixels in a
+    frame gives a box (from its mask), label 1, its mask and an identity unique across the batch.
+    Loss: the network's train-mode losses, eq. (2): detector + RPN + Re-ID triplet +
+    ``REFINE_WEIGHT`` (1.3) x MGA cross-entropy."""
+
+    clip_length: int = 2
+    crop: tuple[int, int] | None = None
+    max_objects: int = 8
+    flip_p: float = 0.5
+    name: str = "ovsnet"
+
+    def describe(self) -> dict[str, Any]:
+        return {"clip_length": self.clip_length, "crop": self.crop, "max_objects": self.max_objects, "flip_p": self.flip_p,
+                "loss": "Mask R-CNN + RPN + triplet Re-ID + 1.3 x MGA CE (eq. 2)"}
+
+    def sampler(self, sequences: list, seed: int) -> ClipSampler:
+        return ClipSampler(sequences, self.clip_length, seed=seed, max_objects=self.max_objects, max_skip=5)
+
+    def make_batch(self, sampler: ClipSampler, step: int, batch: int) -> DetectionBatch:
+        images: list[torch.Tensor] = []
+        targets: list[dict[str, torch.Tensor]] = []
+        names: list[str] = []
+        for i in range(batch):
+            clip = sampler.sample(step, i)
+            rng = sampler.rng(step, 2000 + i)
+            if rng.random() < self.flip_p:
+                clip = hflip(clip)
+            clip = _crop_and_relabel(clip, self.crop, rng)
+            for t in range(len(clip)):
+                lab = clip.labels[t]
+                boxes, masks, ids = [], [], []
+                for k in range(1, clip.num_objects + 1):
+                    m = lab == k
+                    if m.sum() < 4:
+                        continue
+                    ys, xs = np.nonzero(m)
+                    boxes.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
+                    masks.append(m.astype(np.uint8))
+                    ids.append(i * 256 + k)
+                h, w = lab.shape
+                images.append(torch.from_numpy(clip.images[t]).permute(2, 0, 1).float().div(255.0))
+                targets.append({
+                    "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+                    "labels": torch.ones(len(boxes), dtype=torch.int64),
+                    "masks": torch.from_numpy(np.stack(masks)) if masks else torch.zeros((0, h, w), dtype=torch.uint8),
+                    "ids": torch.tensor(ids, dtype=torch.int64),
+                })
+            names.append(clip.name)
+        return DetectionBatch(images, targets, names)
+
+    def loss(self, net: torch.nn.Module, batch: DetectionBatch, *, autocast: Any = None) -> tuple[torch.Tensor, dict[str, float]]:
+        import contextlib
+
+        from ..models.ovsnet import REFINE_WEIGHT
+
+        ctx = autocast or contextlib.nullcontext
+        with ctx():
+            losses = net(batch.images, batch.targets)
+        total = sum((v.float() for k, v in losses.items() if k != "loss_refine"), torch.zeros((), device=batch.images[0].device))
+        total = total + REFINE_WEIGHT * losses["loss_refine"].float()
+        return total, {k: float(v.detach()) for k, v in losses.items()}
+
+
+_RECIPES: dict[str, type] = {"agss": AGSSRecipe, "savos": SAVOSRecipe, "embedding": EmbeddingRecipe, "ovsnet": OVSNetRecipe}
+
+
+def get_recipe(method: str, **kwargs: Any) -> Any:
+    """The training recipe of ``method``; keyword arguments a recipe does not have (or None) are
+    ignored. InputError for methods without one."""
+    if method not in _RECIPES:
+        raise InputError(f"training is implemented for {', '.join(TRAINABLE)} only; no recipe for method {method!r}")
+    cls = _RECIPES[method]
+    fields = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in kwargs.items() if v is not None and k in fields})
