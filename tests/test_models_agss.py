@@ -29,7 +29,7 @@ tiny = partial(tiny_method, "agss")
 def test_registered_with_weights_and_flow() -> None:
     assert "agss" in available_methods()
     info = method_info("agss")
-    assert info.needs_weights and info.default_flow == "raft-small" and "AGSS-VOS" in info.paper
+    assert info.needs_weights and info.default_flow == "dis" and "AGSS-VOS" in info.paper
     assert AGSS.stages == ("instance-agnostic", "instance-specific", "decoder") and AGSS.uses_flow
 
 

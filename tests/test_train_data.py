@@ -43,3 +43,78 @@ def test_flip_reverse_and_lucid_dream() -> None:
     lucid = lucid_dream_clip(clip.images[0], clip.labels[0], rng, length=3)
     assert len(lucid) == 3 and np.array_equal(lucid.images[0], clip.images[0])
     assert lucid.num_objects == clip.num_objects
+
+
+def test_synthetic_videos_move_occlude_and_repeat() -> None:
+    a = generate_dataset(3, 2, length=16, size=(60, 90), num_objects=3)
+    b = generate_dataset(3, 2, length=16, size=(60, 90), num_objects=3)
+    assert np.array_equal(a[1].images, b[1].images) and np.array_equal(a[1].labels, b[1].labels)
+    v = a[0]
+    assert v.images.shape == (16, 60, 90, 3) and v.object_ids == [1, 2, 3]
+    # objects move: their centroids change between the first and the last frame
+    for k in v.object_ids:
+        if (v.labels[0] == k).any() and (v.labels[-1] == k).any():
+            c0 = np.argwhere(v.labels[0] == k).mean(0)
+            c1 = np.argwhere(v.labels[-1] == k).mean(0)
+            assert np.abs(c1 - c0).max() > 1.0
+    # labels are rendered with the pixels: object pixels differ from the frame's background texture
+    assert 0 < (v.labels > 0).mean() < 0.9
+
+
+def test_crop_and_affine_keep_images_and_labels_aligned() -> None:
+    from vostool.train.augment import random_affine, random_crop
+
+    clip = ClipSampler(generate_dataset(4, 1, length=6, size=(48, 64), num_objects=2), 3, seed=0).sample(0)
+    rng = np.random.default_rng(0)
+    c = random_crop(clip, (32, 40), rng)
+    assert c.images.shape == (3, 32, 40, 3)
+    # the crop is a window of the original: find it and compare
+    found = any(
+        np.array_equal(clip.images[:, y : y + 32, x : x + 40], c.images) and np.array_equal(clip.labels[:, y : y + 32, x : x + 40], c.labels)
+        for y in range(17)
+        for x in range(25)
+    )
+    assert found
+    ident = random_affine(clip, rng, scale=(1.0, 1.0), rotation=0.0, shift=0.0)
+    assert np.array_equal(ident.labels, clip.labels)
+    moved = random_affine(clip, rng, scale=(0.7, 0.7), rotation=20.0, shift=0.0)
+    assert (moved.labels == 255).any()  # pixels brought in from outside are void
+    assert set(np.unique(moved.labels)) <= set(np.unique(clip.labels)) | {255}
+
+
+def _write_png(path: Path, arr: np.ndarray, palette: bool) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = Image.fromarray(arr, mode="P" if palette else "L")
+    if palette:
+        from vostool.io.masks import DAVIS_PALETTE
+
+        img.putpalette(DAVIS_PALETTE.reshape(-1).tolist())
+    img.save(path)
+
+
+def test_readers_davis2017_and_youtube_layouts(tmp_path: Path) -> None:
+    from PIL import Image
+
+    v = generate_dataset(5, 1, length=3, size=(32, 48), num_objects=2)[0]
+    # DAVIS 2017: palette masks with a void band; YouTube-VOS: annotations on every 5th frame only
+    d17 = tmp_path / "davis"
+    (d17 / "ImageSets" / "2017").mkdir(parents=True)
+    (d17 / "ImageSets" / "2017" / "train.txt").write_text("clip\n")
+    yt = tmp_path / "ytvos" / "train"
+    for t in range(3):
+        lab = v.labels[t].copy()
+        lab[:, :2] = 255
+        (d17 / "JPEGImages" / "480p" / "clip").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(v.images[t]).save(d17 / "JPEGImages" / "480p" / "clip" / f"{t:05d}.jpg")
+        _write_png(d17 / "Annotations" / "480p" / "clip" / f"{t:05d}.png", lab, True)
+        (yt / "JPEGImages" / "vid").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(v.images[t]).save(yt / "JPEGImages" / "vid" / f"{5 * t:05d}.jpg")
+        if t != 1:
+            _write_png(yt / "Annotations" / "vid" / f"{5 * t:05d}.png", v.labels[t], True)
+    (s17,) = load_dataset(d17)
+    assert s17.name == "clip" and len(s17) == 3 and (s17.labels == 255).any()
+    assert np.array_equal(s17.labels[:, :, 2:], v.labels[:, :, 2:]) and s17.object_ids == [1, 2]
+    (syt,) = load_dataset(tmp_path / "ytvos")
+    assert len(syt) == 2 and np.array_equal(syt.labels, v.labels[[0, 2]])

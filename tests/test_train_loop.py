@@ -35,7 +35,7 @@ def one_thread():
 
 
 def _config(**kw) -> TrainConfig:
-    base = dict(arch=TINY, steps=4, batch=2, lr=1e-3, clip_length=4, checkpoint_every=2, log_every=1)
+    base = dict(arch=TINY, steps=4, batch=2, lr=1e-3, clip_length=4, checkpoint_every=2, log_every=1, bn_recalibrate=2)
     return TrainConfig(**{**base, **kw})
 
 
@@ -106,7 +106,7 @@ def test_export_loads_in_a_session_and_validation_scores(videos: list, tmp_path:
 
 def test_cli_train_resume_matches_uninterrupted(tmp_path: Path) -> None:
     runner = CliRunner()
-    common = ["train", "--method", "agss", "--synthetic", "2", "--size", "48", "--variant", "tiny", "--steps", "3", "--seed", "3", "--threads", "1", "--quiet"]
+    common = ["train", "--method", "agss", "--synthetic", "2", "--size", "48", "--variant", "tiny", "--steps", "3", "--seed", "3", "--threads", "1", "--quiet", "--bn-recalibrate", "3"]
     r = runner.invoke(cli, [*common, "--out", str(tmp_path / "full")])
     assert r.exit_code == 0, r.output
     r = runner.invoke(cli, [*common, "--out", str(tmp_path / "part"), "--stop-at", "1"])
@@ -135,3 +135,57 @@ def test_augmented_clips_are_deterministic(videos: list) -> None:
     assert np.array_equal(c1.images, c2.images) and np.array_equal(c1.labels, c2.labels)
     assert c1.images.shape == (4, 48, 64, 3) and c1.num_objects >= 1
     assert set(np.unique(c1.labels[0])) - {255} == set(range(c1.num_objects + 1))
+
+
+def test_agss_recipe_with_a_learned_flow_matches_its_own_flow(shared_dir: Path) -> None:
+    """--flow raft-small computes flow on the training device; it must equal the estimator's own flow."""
+    from vostool.flow import create_flow
+
+    raft = str(shared_dir / "weights" / "raft-small.pth")
+    videos = generate_dataset(8, 1, length=6, size=(128, 160), num_objects=2)  # RAFT needs >= 128 px
+    recipe = AGSSRecipe(clip_length=3, flow="raft-small", flow_weights=raft)
+    batch = recipe.make_batch(recipe.sampler(videos, 0), 0, 1)
+    assert batch.flows is None
+    flows = recipe.device_flows(batch.images)
+    assert flows.shape == (1, 2, 2, 128, 160)
+    est = create_flow("raft-small", weights=raft)
+    im = batch.images[0]
+    ref = est.flow(est.prepare(im[2:3]), est.prepare(im[1:2]))
+    assert torch.allclose(flows[0, 1], ref, atol=1e-4)
+    from vostool.models import create_method
+
+    net = create_method("agss", **TINY).net
+    loss, stats = recipe.loss(net.train(), batch)
+    loss.backward()
+    assert torch.isfinite(loss) and 0.0 <= stats["miou"] <= 1.0
+
+
+def test_batchnorm_recalibration_averages_training_clips(videos: list, tmp_path: Path) -> None:
+    from vostool.models import create_method
+    from vostool.train.loop import recalibrate_batchnorm
+
+    torch.manual_seed(0)
+    net = create_method("agss", **TINY).net
+    recipe = AGSSRecipe(clip_length=3)
+    bn = net.encoder.bn1
+    bn.running_mean.fill_(5.0)
+    assert recalibrate_batchnorm(net, recipe, recipe.sampler(videos, 0), 2) > 0
+    # 2 clips x (reference + 2 frames x (agnostic + instance-specific pass)) = 10 stem forwards;
+    # plain average, momentum restored
+    assert int(bn.num_batches_tracked) == 10 and bn.momentum == 0.1
+    assert float(bn.running_mean.abs().max()) < 5.0
+    # trained BN: the run recalibrates at the end; frozen BN: never
+    log = Trainer(_config(steps=1), videos, out=tmp_path / "t", progress=False).run()
+    assert log["bn_recalibration"]["clips"] == 2
+    log = Trainer(_config(steps=1, arch={**TINY, "freeze_bn": True}), videos, out=tmp_path / "f", progress=False).run()
+    assert "bn_recalibration" not in log
+
+
+def test_init_starts_from_given_weights_and_rejects_another_network(videos: list, tmp_path: Path) -> None:
+    Trainer(_config(steps=2), videos, out=tmp_path / "a", progress=False).run()
+    start = tmp_path / "a" / "checkpoint.safetensors"
+    t = Trainer(_config(steps=2, seed=9, init=str(start)), videos, out=tmp_path / "b", progress=False)
+    given = _weights(start)
+    assert all(torch.equal(v, given[k]) for k, v in t.net.state_dict().items())
+    with pytest.raises(VostoolError):
+        Trainer(_config(arch={**TINY, "mdim": 8}, init=str(start)), videos, out=tmp_path / "c", progress=False)

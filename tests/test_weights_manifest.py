@@ -101,7 +101,7 @@ def test_load_manifest_reports_invalid_file(tmp_path):
 def test_declared_parameter_count_matches_network(name):
     """For every entry whose network vostool can build, num_params equals the network's."""
     entry = load_manifest().entries[name]
-    net = build_network(entry.target)
+    net = build_network(entry.target, entry.arch)
     if net is None:
         pytest.skip(f"no vostool network for target {entry.target!r}")
     assert sum(p.numel() for p in net.parameters()) == entry.num_params

@@ -1,17 +1,17 @@
 """``vostool train``: train a method's network on DAVIS / YouTube-VOS (or synthetic) videos.
 
-Only ``agss`` has a recipe; other methods stop with a one-line message.
+Recipes exist for agss, savos, embedding and ovsnet (vostool.train.recipes); agss is the one trained for real so far.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import click
 
 from ..errors import InputError
+from ..io.atomic import write_bytes_atomic
 
 
 def _parse_crop(text: str | None) -> list[int] | None:
@@ -51,6 +51,10 @@ def _parse_crop(text: str | None) -> list[int] | None:
 @click.option("--tolerance", type=float, default=0.5, show_default=True, help="IoU below which a previous mask is replaced by the ground truth.")
 @click.option("--ce-weight", type=float, default=0.1, show_default=True, help="Weight of the auxiliary cross-entropy term (0: IoU loss only).")
 @click.option("--grad-clip", type=float, default=0.0, show_default=True, help="Gradient-norm clip (0: none).")
+@click.option("--flow", type=click.Choice(["auto", "dis", "raft-small", "raft-large"]), default="auto", show_default=True, help="Frozen flow for warping previous masks (auto: raft-small on CUDA, dis on the CPU).")
+@click.option("--flow-weights", default=None, help="Weights file or entry for a RAFT --flow (default: the manifest's).")
+@click.option("--init", "init", type=click.Path(exists=True, dir_okay=False), default=None, help="Start from these weights (safetensors of the same network) instead of random ones.")
+@click.option("--bn-recalibrate", type=click.IntRange(0), default=100, show_default=True, help="At the end, re-estimate BatchNorm statistics over this many training clips (trained BN only; 0: never).")
 @click.option("--time-limit", type=float, default=None, metavar="MIN", help="Stop (with a checkpoint) after this many minutes.")
 @click.option("--export", "export_path", type=click.Path(path_type=Path), default=None, help="Also copy the final fp16 weights here.")
 @click.option("--stop-at", type=click.IntRange(1), default=None, hidden=True, help="Stop at this step (tests of --resume).")
@@ -58,13 +62,13 @@ def _parse_crop(text: str | None) -> list[int] | None:
 @click.option("--quiet", is_flag=True, help="No progress bar or log lines.")
 def train(method: str, data_root: Path | None, out: Path, steps: int | None, batch: int, lr: float, size: int, crop: str | None, variant: str | None,
           depth: int | None, base_width: int | None, mdim: int | None, freeze_bn: bool, seed: int, resume: bool, device: str, threads: int | None,
-          val_split: str, val_every: int, checkpoint_every: int, synthetic: int, tolerance: float, ce_weight: float, grad_clip: float,
-          time_limit: float | None, export_path: Path | None, stop_at: int | None, max_sequences: int | None, quiet: bool) -> None:
+          val_split: str, val_every: int, checkpoint_every: int, synthetic: int, tolerance: float, ce_weight: float, grad_clip: float, bn_recalibrate: int,
+          flow: str, flow_weights: str | None, init: str | None, time_limit: float | None, export_path: Path | None, stop_at: int | None, max_sequences: int | None, quiet: bool) -> None:
     """Train a method's network (Adam + poly schedule for every method).
 
     \b
-    agss: 8-frame clips, flip + reversal, recurrent training on warped own masks (DIS flow)
-          with the tolerance rule, instance IoU loss (+ a small CE term).
+    agss: 8-frame clips, flip + reversal, recurrent training on warped own masks (frozen flow:
+          RAFT-small on CUDA, DIS on the CPU) with the tolerance rule, instance IoU loss (+ a small CE term).
     savos: lucid-dream + real 3-frame clips, recurrent, CE on softmax aggregation.
     embedding: 4-frame clips (3 support + 1 query), BCE (global) + CE (instances).
     ovsnet: frame pairs, Mask R-CNN + triplet Re-ID + 1.3 x MGA CE losses.
@@ -146,7 +150,8 @@ def train(method: str, data_root: Path | None, out: Path, steps: int | None, bat
 
     cfg = TrainConfig(
         method=method, arch=arch, steps=steps if steps is not None else (0 if resume else 1000), batch=batch, lr=lr, seed=seed, crop=_parse_crop(crop), tolerance=tolerance, ce_weight=ce_weight,
-        checkpoint_every=checkpoint_every, val_every=val_every, grad_clip=grad_clip,
+        checkpoint_every=checkpoint_every, val_every=val_every, grad_clip=grad_clip, bn_recalibrate=bn_recalibrate,
+        flow=flow if flow != "auto" else ("raft-small" if dev.type == "cuda" else "dis"), flow_weights=flow_weights, init=init,
         data={"root": str(data_root) if data_root else None, "size": size, "synthetic": synthetic, "val_split": val_split,
               "val_sequences": val_names, "train_sequences": len(sequences), "max_sequences": max_sequences},
     )
@@ -154,10 +159,10 @@ def train(method: str, data_root: Path | None, out: Path, steps: int | None, bat
     log = trainer.run(stop_at=stop_at, time_limit_s=time_limit * 60 if time_limit else None, on_log=None if quiet or trainer._progress(1) is not None else say)
     final = out / "final.safetensors"
     if export_path is not None:
-        if not final.is_file():
-            trainer.export(final)
+        if not final.is_file():  # stopped early (time limit, --stop-at): finish with what there is
+            trainer.finish(None if quiet else say)
         export_path.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(final, export_path)
+        write_bytes_atomic(export_path, final.read_bytes())
     if log["validation"]:
         v = log["validation"][-1]
         say(f"vostool: step {v['step']}: validation J&F {v['J&F']:.3f} (J {v['J-Mean']:.3f}, F {v['F-Mean']:.3f})")

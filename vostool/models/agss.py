@@ -315,8 +315,11 @@ class AGSS(VOSMethod):
             return torch.cat([(1.0 - objects.sum(0, keepdim=True)).clamp_(min=0.0), objects])
 
 
-@register_method("agss", needs_weights=True, paper="Lin, Qi, Jia: AGSS-VOS: Attention Guided Single-Shot Video Object Segmentation, ICCV 2019", default_flow="raft-small", tiny=dict(depth=18, base_width=8, mdim=16))
+# Default flow: DIS. The paper's FlowNet2-C is replaced by a flow backend; RAFT-small
+# (`--flow raft-small`) needs weights that are not shipped, while the weights vostool ships
+# (agss.davis16-compact) were trained with DIS flow and work offline out of the box.
+@register_method("agss", needs_weights=True, paper="Lin, Qi, Jia: AGSS-VOS: Attention Guided Single-Shot Video Object Segmentation, ICCV 2019", default_flow="dis", tiny=dict(depth=18, base_width=8, mdim=16))
 def build_agss(*, depth: int = 50, base_width: int = 64, mdim: int = 256, gc_kernel: int = 7, freeze_bn: bool = True) -> AGSS:
     """AGSS-VOS with a random-init :class:`AGSSNet` (paper size by default: ResNet-50, width 64,
-    decoder 256, GC kernel 7). Tiny test variant: ``depth=18, base_width=8, mdim=16``."""
+    decoder 256, GC kernel 7); ``method_info("agss").tiny`` is the test variant."""
     return AGSS(AGSSNet(depth=depth, base_width=base_width, mdim=mdim, gc_kernel=gc_kernel, freeze_bn=freeze_bn))

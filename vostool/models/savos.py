@@ -260,7 +260,7 @@ def build_savos(
     *, depth: int = 50, base_width: int = 64, mdim: int = 256, gc_kernel: int = 7, reduction: int = 16, freeze_bn: bool = True, scales: Sequence[float] = (1.0,)
 ) -> SAVOS:
     """SAVOS with a random-init :class:`SAVOSNet` (paper size by default: ResNet-50, width 64,
-    decoder 256). SAVOS uses no optical flow (``uses_flow = False``). Tiny test variant:
-    ``depth=18, base_width=8, mdim=16, reduction=4``."""
+    decoder 256). SAVOS uses no optical flow (``uses_flow = False``); ``method_info("savos").tiny``
+    is the test variant."""
     net = SAVOSNet(depth=depth, base_width=base_width, mdim=mdim, gc_kernel=gc_kernel, reduction=reduction, freeze_bn=freeze_bn)
     return SAVOS(net, scales=scales)

@@ -5,8 +5,8 @@ Every function takes a :class:`~vostool.train.data.Clip` (``images (L, H, W, 3)`
 clip; geometry is applied identically to images (bilinear) and labels (nearest).
 
 * :func:`hflip`, :func:`reverse` — AGSS-VOS's two augmentations.
-* :func:`random_crop`, :func:`random_affine` (scale + rotation + shift), :func:`colour_jitter` —
-  the embedding method's crops, flips, rotation and scaling.
+* :func:`random_crop`, :func:`random_affine` (scale + rotation + shift) — the embedding
+  method's crops, rotation and scaling.
 * :func:`lucid_dream_clip` — SAVOS's training data: a whole clip synthesised from ONE annotated
   frame in the manner of Lucid Data Dreaming (Khoreva et al., 2017): the frame is split into
   background (objects removed and inpainted) and per-object cut-outs; each synthesised frame
@@ -116,33 +116,11 @@ def random_affine(
     return Clip(images, labels, clip.num_objects, clip.name)
 
 
-def resize_clip(clip: Clip, size: tuple[int, int]) -> Clip:
-    """Resize every frame to ``size = (h, w)`` (bilinear images, nearest labels)."""
-    h, w = size
-    images = np.stack([cv2.resize(im, (w, h), interpolation=cv2.INTER_LINEAR) for im in clip.images])
-    labels = np.stack([cv2.resize(lb, (w, h), interpolation=cv2.INTER_NEAREST) for lb in clip.labels])
-    return Clip(images, labels, clip.num_objects, clip.name)
-
-
-def colour_jitter(clip: Clip, rng: np.random.Generator, *, strength: float = 0.2, per_frame: float = 0.0) -> Clip:
-    """Random gain, gamma and per-channel colour shift (same for all frames, plus ``per_frame`` jitter)."""
-    base = _illumination_params(rng, strength)
-    out = np.empty_like(clip.images)
-    for t in range(len(clip)):
-        p = base if not per_frame else tuple(b * (1 + d) for b, d in zip(base, _jitter(rng, per_frame)))
-        out[t] = _apply_illumination(clip.images[t], *p)
-    return Clip(out, clip.labels.copy(), clip.num_objects, clip.name)
-
-
 def _illumination_params(rng: np.random.Generator, strength: float) -> tuple[float, float, float, float, float]:
     gain = float(np.exp(rng.uniform(-strength, strength)))
     gamma = float(np.exp(rng.uniform(-strength, strength)))
     cr, cg, cb = (float(np.exp(v)) for v in rng.uniform(-strength / 2, strength / 2, size=3))
     return gain, gamma, cr, cg, cb
-
-
-def _jitter(rng: np.random.Generator, amount: float) -> np.ndarray:
-    return rng.uniform(-amount, amount, size=5)
 
 
 def _apply_illumination(img: np.ndarray, gain: float, gamma: float, cr: float, cg: float, cb: float) -> np.ndarray:

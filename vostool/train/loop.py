@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import numpy as np
 import torch
 
 from ..errors import InputError
@@ -42,7 +41,7 @@ class TrainConfig:
     """Settings of a run (stored as ``config.json``).
 
     Attributes:
-        method: registered method name (only ``agss`` has a recipe).
+        method: registered method name with a recipe (:data:`~vostool.train.recipes.TRAINABLE`).
         arch: builder keyword arguments of the network.
         steps: total optimiser steps (the poly schedule reaches 0 at ``steps``).
         batch: clips per step.
@@ -56,6 +55,11 @@ class TrainConfig:
         val_every: steps between validations (0 = only at the end; validation needs val sequences).
         log_every: steps between log entries.
         grad_clip: gradient-norm clip (0 = none).
+        bn_recalibrate: at the end, re-estimate BatchNorm statistics over this many training
+            clips (:func:`recalibrate_batchnorm`; skipped for frozen BN; 0 = never).
+        flow / flow_weights: the frozen flow of recipes that warp (AGSS: ``dis`` on the CPU,
+            ``raft-small`` on CUDA) and of validation.
+        init: a safetensors file of the same network to start from (fine-tuning), None = random.
     """
 
     method: str = "agss"
@@ -75,6 +79,10 @@ class TrainConfig:
     val_every: int = 0
     log_every: int = 10
     grad_clip: float = 0.0
+    bn_recalibrate: int = 100
+    flow: str = "dis"
+    flow_weights: str | None = None
+    init: str | None = None
     data: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -145,7 +153,7 @@ class Trainer:
         elif (self.out / "checkpoint.pt").exists():
             raise InputError(f"{self.out} already holds a run; pass --resume to continue it or choose another --out")
         self.config = config
-        self.recipe = get_recipe(config.method, clip_length=config.clip_length, crop=tuple(config.crop) if config.crop else None, tolerance=config.tolerance, ce_weight=config.ce_weight, max_objects=config.max_objects)
+        self.recipe = get_recipe(config.method, clip_length=config.clip_length, crop=tuple(config.crop) if config.crop else None, tolerance=config.tolerance, ce_weight=config.ce_weight, max_objects=config.max_objects, flow=config.flow, flow_weights=config.flow_weights)
         self.sampler = self.recipe.sampler(list(train_sequences), config.seed)
         torch.manual_seed(config.seed)
         self.method = create_method(config.method, **config.arch)
@@ -161,6 +169,8 @@ class Trainer:
         if resume:
             self._load_checkpoint()
         else:
+            if config.init:
+                load_into(self.net, load_state_dict(config.init), what=f"--init {config.init}")
             write_text_atomic(self.out / "config.json", json.dumps(config.to_json(), indent=2))
 
     # --- checkpoints ------------------------------------------------------------------------
@@ -174,6 +184,7 @@ class Trainer:
             "schedule": {"base_lr": self.config.lr, "total": self.config.steps, "power": self.config.poly_power},
             "scaler": self.scaler.state_dict(),
             "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
             "wall_s": float(self.log["wall_s"]),
         }
         with atomic_path(self.out / "checkpoint.pt") as tmp:
@@ -188,6 +199,8 @@ class Trainer:
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng"):
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
         self.step = int(state["step"])
         log_path = self.out / "train.json"
         if log_path.is_file():
@@ -221,10 +234,10 @@ class Trainer:
         return {"loss": float(loss.detach()), "lr": lr, **stats}
 
     def validate(self) -> dict[str, Any]:
-        """J&F on the validation sequences (method with DIS flow, at the sequences' resolution)."""
+        """J&F on the validation sequences (the run's flow, at the sequences' resolution)."""
         from .validate import evaluate
 
-        res = evaluate(self.method, self.val_sequences, device=self.device)
+        res = evaluate(self.method, self.val_sequences, flow=self.config.flow, flow_weights=self.config.flow_weights, device=self.device)
         self.net.train()
         return res
 
@@ -233,7 +246,8 @@ class Trainer:
         """Train up to ``config.steps`` (or ``stop_at``, or until ``time_limit_s`` of this call).
 
         Checkpoints every ``checkpoint_every`` steps and when stopping; validates every
-        ``val_every`` steps and at the end (when there are validation sequences).
+        ``val_every`` steps; at the last step runs :meth:`finish` (BN recalibration, final
+        validation, export).
 
         Returns:
             The log (also in ``train.json``).
@@ -268,12 +282,24 @@ class Trainer:
                 if timed_out:
                     self.log["stopped"] = f"time limit {time_limit_s:.0f} s reached at step {self.step}"
                     break
-        if self.step == cfg.steps and self.val_sequences and not any(v["step"] == self.step for v in self.log["validation"]):
-            self._validate_and_log(on_log)
-        self.save_checkpoint()
+        self.save_checkpoint()  # the raw trained state: what --resume continues from
         if self.step == cfg.steps:
-            self.export(self.out / "final.safetensors")
+            self.finish(on_log)
         return self.log
+
+    def finish(self, on_log: Callable[[str], None] | None = None) -> None:
+        """End of training: BatchNorm recalibration (when BN was trained), final validation,
+        ``final.safetensors``. The checkpoint keeps the un-recalibrated state."""
+        cfg = self.config
+        if cfg.bn_recalibrate and not getattr(self.net, "freeze_bn", False):
+            recipe = dataclasses.replace(self.recipe, crop=None) if getattr(self.recipe, "crop", None) is not None else self.recipe
+            start = time.perf_counter()
+            n = recalibrate_batchnorm(self.net, recipe, self.sampler, cfg.bn_recalibrate, device=self.device, start_step=cfg.steps)
+            self.log["bn_recalibration"] = {"clips": cfg.bn_recalibrate, "layers": n, "seconds": round(time.perf_counter() - start, 1)}
+        if self.val_sequences:
+            self._validate_and_log(on_log)
+        self._write_log()
+        self.export(self.out / "final.safetensors")
 
     def _validate_and_log(self, on_log: Callable[[str], None] | None) -> None:
         res = self.validate()
@@ -294,6 +320,8 @@ class Trainer:
             "data": self.config.data,
             "wall_s": round(float(self.log["wall_s"]), 1),
         }
+        if self.config.init:
+            info["init"] = str(self.config.init)
         if self.log["validation"]:
             v = self.log["validation"][-1]
             info["validation"] = {k: v[k] for k in ("J-Mean", "F-Mean", "J&F", "sequences") if k in v}
@@ -321,10 +349,39 @@ class Trainer:
         )
 
 
-def seed_everything(seed: int) -> None:
-    """Seed torch and numpy's global generators (the loop itself does not use numpy's)."""
-    torch.manual_seed(seed)
-    np.random.seed(seed % (2**32))
+def recalibrate_batchnorm(net: torch.nn.Module, recipe: Any, sampler: Any, clips: int, *, device: str | torch.device = "cpu", start_step: int = 0) -> int:
+    """Re-estimate every BatchNorm's running mean / variance as the plain average over ``clips``
+    training clips ("precise BN"), forward only, in the training recipe's own recurrent passes.
+
+    Needed when BatchNorm was trained with tiny batches (one clip = one image per forward): the
+    momentum-0.1 running statistics then follow the last few hundred images only and can differ a
+    lot from the population statistics the network sees at test time.
+
+    Args:
+        net: the network (its BatchNorm layers are updated in place; the affine weights are not).
+        recipe / sampler: draw the clips (steps ``start_step .. start_step + clips - 1``, batch 1).
+        clips: how many clips.
+
+    Returns:
+        The number of BatchNorm layers recalibrated (0: nothing to do).
+    """
+    bns = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not bns or clips <= 0:
+        return 0
+    saved = [(m.momentum, m.training) for m in bns]
+    was_training = net.training
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average = plain mean over the batches seen
+    net.train()
+    with torch.no_grad():
+        for i in range(clips):
+            batch = recipe.make_batch(sampler, start_step + i, 1).to(torch.device(device))
+            recipe.loss(net, batch)
+    for m, (mom, _) in zip(bns, saved):
+        m.momentum = mom
+    net.train(was_training)
+    return len(bns)
 
 
-__all__ = ["TrainConfig", "Trainer", "export_weights", "poly_lr", "seed_everything"]
+__all__ = ["TrainConfig", "Trainer", "export_weights", "poly_lr", "recalibrate_batchnorm"]

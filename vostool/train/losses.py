@@ -4,7 +4,7 @@
   over the ``N`` objects of a frame, on the soft-aggregated (eq. 4-5) probabilities.
 * :func:`aggregated_cross_entropy` — negative log-likelihood of the ground-truth label under the
   aggregated ``(K + 1)``-way distribution (an optional small stabilising term, not in the paper).
-* :func:`soft_iou` / :func:`hard_iou` — per-object IoUs used by the tolerance rule.
+* :func:`hard_iou` and :func:`apply_tolerance` — the tolerance rule of AGSS-VOS training.
 
 Void pixels (label 255) are excluded everywhere through a ``valid`` pixel mask; padding objects
 (clips of a batch with fewer objects) through an ``objects`` mask.
@@ -67,13 +67,6 @@ def hard_iou(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | Non
     inter = (p & s).sum((-2, -1)).float()
     union = (p | s).sum((-2, -1)).float()
     return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
-
-
-def soft_iou(prob: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Soft IoU ``sum min / sum max`` per object: ``(..., H, W)`` -> ``(...)`` (1 where both empty)."""
-    inter = torch.minimum(prob.float(), target.float()).sum((-2, -1))
-    union = torch.maximum(prob.float(), target.float()).sum((-2, -1))
-    return torch.where(union > 0, inter / union.clamp(min=1e-12), torch.ones_like(union))
 
 
 def apply_tolerance(prev: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -28,9 +28,12 @@ AGSS-VOS (paper Sec. 3.2 and 4.1):
   distribution (not in the paper; a small term that steadies training from scratch; 0 disables);
 * previous masks are detached between frames (no back-propagation through time).
 
-Flow: DIS flow is computed per step on the augmented (flipped / reversed / cropped) clip, so it
-is always the exact flow of the frames the network sees; at 240p DIS ``ultrafast`` takes a few
-milliseconds per pair, under 2 % of a CPU training step, so no cache is kept.
+Flow (``flow``): the paper fine-tunes FlowNet2 jointly; here the flow network is frozen. With
+``flow="dis"`` (the CPU choice) DIS flow is computed per step on the augmented (flipped /
+reversed / cropped) clip, so it is always the exact flow of the frames the network sees; at 240p
+DIS ``ultrafast`` takes a few milliseconds per pair, under 2 % of a CPU training step, so no cache
+is kept. With ``flow="raft-small"`` (the GPU choice, ``vostool train`` picks it on CUDA) frozen
+RAFT runs on the training device inside :meth:`AGSSRecipe.loss`, batched over the clips.
 """
 
 from __future__ import annotations
@@ -60,19 +63,21 @@ class Batch:
     Attributes:
         images: ``(B, L, 3, H, W)`` float32 RGB in [0, 1].
         labels: ``(B, L, H, W)`` long, 0..K, 255 = void.
-        flows: ``(B, L - 1, 2, H, W)`` float32 backward flow from frame ``t + 1`` to ``t``.
+        flows: ``(B, L - 1, 2, H, W)`` float32 backward flow from frame ``t + 1`` to ``t``, or
+            None when the recipe computes it on the device (RAFT).
         objects: ``(B, K)`` float32, 1 for real objects (K = the batch's largest count).
         names: source sequences.
     """
 
     images: torch.Tensor
     labels: torch.Tensor
-    flows: torch.Tensor
+    flows: torch.Tensor | None
     objects: torch.Tensor
     names: list[str]
 
     def to(self, device: torch.device) -> "Batch":
-        return Batch(self.images.to(device), self.labels.to(device), self.flows.to(device), self.objects.to(device), self.names)
+        flows = None if self.flows is None else self.flows.to(device)
+        return Batch(self.images.to(device), self.labels.to(device), flows, self.objects.to(device), self.names)
 
 
 @dataclasses.dataclass
@@ -86,6 +91,9 @@ class AGSSRecipe:
         ce_weight: weight of the auxiliary cross-entropy term.
         max_objects: at most this many objects per clip.
         flip_p / reverse_p: augmentation probabilities.
+        flow: ``"dis"`` (computed with the batch, on the CPU) or a learned flow
+            (``"raft-small"``, ``"raft-large"``: frozen, run on the training device).
+        flow_weights: weights file or entry for a learned flow (None: the manifest's default).
     """
 
     clip_length: int = 8
@@ -95,12 +103,15 @@ class AGSSRecipe:
     max_objects: int = 4
     flip_p: float = 0.5
     reverse_p: float = 0.5
+    flow: str = "dis"
+    flow_weights: str | None = None
     name: str = "agss"
+    _estimator: Any = dataclasses.field(default=None, init=False, repr=False, compare=False)
 
     def describe(self) -> dict[str, Any]:
         """JSON-able settings (logged and stored in the exported weights' metadata)."""
         d = {k: getattr(self, k) for k in ("clip_length", "crop", "tolerance", "ce_weight", "max_objects", "flip_p", "reverse_p")}
-        d.update(loss="instance IoU (eq. 7) on soft_aggregate" + (f" + {self.ce_weight} x CE" if self.ce_weight else ""), flow="dis (per step, on the augmented clip)")
+        d.update(loss="instance IoU (eq. 7) on soft_aggregate" + (f" + {self.ce_weight} x CE" if self.ce_weight else ""), flow=f"{self.flow} (frozen, per step, on the augmented clip)")
         return d
 
     def sampler(self, sequences: list, seed: int) -> ClipSampler:
@@ -119,17 +130,7 @@ class AGSSRecipe:
             r = reverse(clip)
             if r.num_objects > 0:  # the last frame may have lost every object: keep forward order
                 clip = r
-        if self.crop is not None:
-            clip = random_crop(clip, self.crop, rng)
-            labels0 = clip.labels[0]
-            present = [k for k in range(1, clip.num_objects + 1) if (labels0 == k).any()]
-            if len(present) != clip.num_objects:  # objects cropped out of frame 0 are dropped
-                lut = np.zeros(256, np.uint8)
-                lut[VOID_ID] = VOID_ID
-                for i, k in enumerate(present, start=1):
-                    lut[k] = i
-                clip = Clip(clip.images, lut[clip.labels], len(present), clip.name)
-        return clip
+        return _crop_and_relabel(clip, self.crop, rng)
 
     def flows(self, images: np.ndarray) -> np.ndarray:
         """``(L, H, W, 3)`` uint8 -> ``(L - 1, 2, H, W)`` float32 DIS backward flow ``t+1 -> t``.
@@ -141,6 +142,17 @@ class AGSSRecipe:
         preps = [est.prepare(torch.from_numpy(im).permute(2, 0, 1)[None].float().div(255.0)) for im in images]
         return np.stack([est.flow(preps[t + 1], preps[t]).cpu().numpy() for t in range(len(images) - 1)])
 
+    def device_flows(self, images: torch.Tensor) -> torch.Tensor:
+        """Frozen learned flow on the images' device: ``(B, L, 3, H, W)`` -> ``(B, L - 1, 2, H, W)``
+        backward flow ``t+1 -> t`` (one estimator call per frame pair)."""
+        if self._estimator is None:
+            self._estimator = create_flow(self.flow, device=images.device, weights=self.flow_weights)
+        est = self._estimator
+        b, length = images.shape[:2]
+        preps = [[est.prepare(images[i, t : t + 1]) for t in range(length)] for i in range(b)]
+        out = [torch.stack([est.flow(p[t + 1], p[t]) for t in range(length - 1)]) for p in preps]
+        return torch.stack(out).clone()  # a normal tensor (RAFT returns inference-mode tensors)
+
     def make_batch(self, sampler: ClipSampler, step: int, batch: int) -> Batch:
         """The ``batch`` clips of training step ``step`` as tensors (same size required: use ``crop``
         when sequences differ in size)."""
@@ -151,7 +163,7 @@ class AGSSRecipe:
         k = max(max(c.num_objects for c in clips), 1)
         images = torch.from_numpy(np.stack([c.images for c in clips])).permute(0, 1, 4, 2, 3).float().div_(255.0)
         labels = torch.from_numpy(np.stack([c.labels for c in clips]).astype(np.int64))
-        flows = torch.from_numpy(np.stack([self.flows(c.images) for c in clips]))
+        flows = torch.from_numpy(np.stack([self.flows(c.images) for c in clips])) if self.flow == "dis" else None
         objects = torch.tensor([[1.0 if j < c.num_objects else 0.0 for j in range(k)] for c in clips])
         return Batch(images, labels, flows, objects, [c.name for c in clips])
 
@@ -179,6 +191,7 @@ class AGSSRecipe:
             return (batch.labels[:, t].unsqueeze(1) == ids).float() * batch.objects[:, :, None, None]
 
         valid = batch.labels != VOID_ID  # (B, L, H, W)
+        flows = batch.flows if batch.flows is not None else self.device_flows(batch.images)
         with ctx():
             ref = net.reference(batch.images[:, 0], onehot(0))
         prev = onehot(0)
@@ -191,7 +204,7 @@ class AGSSRecipe:
                 real = batch.objects > 0
                 replaced += float((rep & real).sum())
                 checked += float(real.sum())
-            warped = backward_warp(prev, batch.flows[:, t - 1])
+            warped = backward_warp(prev, flows[:, t - 1])
             with ctx():
                 logits = net(batch.images[:, t], warped, ref)
             fg = torch.sigmoid(logits.float()) * batch.objects[:, :, None, None]

@@ -106,7 +106,7 @@ def generate_video(
                 mask=shape_mask(rng, s),
                 tex=texture(rng, s, s),
                 start=rng.uniform([0.15 * H, 0.15 * W], [0.85 * H, 0.85 * W]),
-                velocity=rng.uniform(-1, 1, size=2) * base * 0.6 / max(length, 1),
+                velocity=rng.uniform(-1, 1, size=2) * base * 0.35 / max(length, 1),
                 wobble=rng.uniform(-1, 1, size=2) * base * 0.05,
                 scale=(rng.uniform(0.7, 1.1), rng.uniform(0.7, 1.3)),
                 spin=rng.uniform(-60, 60),

@@ -20,7 +20,15 @@ from ..models.base import VOSMethod
 from .data import VideoSequence
 
 
-def evaluate(method: str | VOSMethod, sequences: Sequence[VideoSequence], *, flow: str = "dis", device: str | torch.device = "cpu", weights: str | None = None) -> dict[str, Any]:
+def evaluate(
+    method: str | VOSMethod,
+    sequences: Sequence[VideoSequence],
+    *,
+    flow: str = "dis",
+    device: str | torch.device = "cpu",
+    weights: str | None = None,
+    flow_weights: str | None = None,
+) -> dict[str, Any]:
     """Propagate and score ``sequences``.
 
     Args:
@@ -30,6 +38,7 @@ def evaluate(method: str | VOSMethod, sequences: Sequence[VideoSequence], *, flo
         flow: flow backend for methods that warp.
         device: where to run.
         weights: weights for a named method.
+        flow_weights: weights for a learned flow (e.g. a RAFT file), None for the default.
 
     Returns:
         ``{"J-Mean", "F-Mean", "J&F", "sequences": {name: {"J", "F"}}, "seconds"}``.
@@ -42,7 +51,7 @@ def evaluate(method: str | VOSMethod, sequences: Sequence[VideoSequence], *, flo
     f_all: list[float] = []
     with torch.no_grad():
         for seq in sequences:
-            session = create_session(method, flow=flow, device=device, weights=weights, offline=True)
+            session = create_session(method, flow=flow, device=device, weights=weights, flow_weights=flow_weights, offline=True)
             first = seq.labels[0].copy()
             first[first == VOID_ID] = 0
             object_ids = [int(v) for v in np.unique(first) if v != 0]

@@ -19,6 +19,8 @@ Schema of ``[weights."method.tag"]``:
                     original layout converted on pull/import (``raft-original``,
                     ``agss-original``, ``rgmp-original``)
 ``metrics``         ``{name = value}`` measured with these weights; ``metrics_source`` says where
+``arch``            optional ``{kwarg = value}``: builder keyword arguments of the network the
+                    weights fit (e.g. a compact AGSS); absent means the paper-size network
 ``source``          ``{kind = "hf", repo, filename, revision}`` (revision: a 40-hex commit),
                     ``{kind = "url", url, member?}`` (``member``: a file inside a zip archive),
                     ``{kind = "path", path}``, ``{kind = "package", path}`` (a file shipped
@@ -107,6 +109,8 @@ class WeightsEntry:
     sha256: str = ""
     size: int = 0
     reference: str = ""
+    arch: dict[str, Any] = field(default_factory=dict)
+    """Builder keyword arguments of the network these weights fit (empty: the paper size)."""
 
     @property
     def pinned(self) -> bool:
@@ -248,5 +252,6 @@ def load_manifest(path: str | os.PathLike[str] | None = None) -> Manifest:
             sha256=e.get("sha256", ""),
             size=e.get("size", 0),
             reference=e.get("reference", ""),
+            arch=dict(e.get("arch", {})),
         )
     return Manifest(path=str(p), entries=entries, targets=targets)

@@ -57,6 +57,8 @@ class ResolvedWeights:
     layout: str | None
     pinned: bool
     unused: dict[str, int] = field(default_factory=dict)
+    arch: dict[str, Any] = field(default_factory=dict)
+    """Builder kwargs of the network these weights fit (from weights.toml)."""
 
     def state_dict(self) -> StateDict:
         """Load the tensors (never executing code), converting an original layout if needed."""
@@ -74,11 +76,13 @@ class ResolvedWeights:
             "resolved_by": self.resolved_by,
             "origin": self.origin,
             "pinned": self.pinned,
+            **({"arch": self.arch} if self.arch else {}),
         }
 
 
-def build_network(target: str) -> nn.Module | None:
-    """A randomly initialised network of ``target`` (to check weights against), or None."""
+def build_network(target: str, arch: dict[str, Any] | None = None) -> nn.Module | None:
+    """A randomly initialised network of ``target`` built with ``arch`` (builder kwargs) to check
+    weights against, or None."""
     if target in ("raft-small", "raft-large"):
         from torchvision.models.optical_flow import raft_large, raft_small
 
@@ -87,7 +91,7 @@ def build_network(target: str) -> nn.Module | None:
 
     if target not in available_methods():
         return None
-    return create_method(target).net
+    return create_method(target, **(arch or {})).net
 
 
 # --------------------------------------------------------------------------------------------
@@ -116,7 +120,7 @@ def _install(entry: WeightsEntry, original: Path, *, origin: str, pinned: bool, 
             if sha256_file(tmp) != source_sha256:
                 raise WeightsError(f"{original} changed while it was being copied; try again")
             sd, layout = load_state_dict(tmp), entry.layout
-        net = build_network(entry.target)
+        net = build_network(entry.target, entry.arch)
         if net is not None:
             load_into(net, sd, what=entry.name)
         digest = sha256_file(tmp)
@@ -193,7 +197,7 @@ def _download(entry: WeightsEntry, *, offline: bool, progress: bool) -> Resolved
         path = fetch_hf(entry, offline=offline, progress=progress)
         origin = src.describe()
         if not entry.needs_conversion:
-            return ResolvedWeights(entry.name, entry.target, path, entry.sha256, "download", origin, entry.layout, True)
+            return ResolvedWeights(entry.name, entry.target, path, entry.sha256, "download", origin, entry.layout, True, arch=dict(entry.arch))
         record = _install(entry, path, origin=origin, pinned=True, source_sha256=entry.sha256)
     elif offline:
         raise WeightsError(
@@ -218,7 +222,7 @@ def _download(entry: WeightsEntry, *, offline: bool, progress: bool) -> Resolved
 
 
 def _resolved_from_record(entry: WeightsEntry, record: CacheRecord, how: str) -> ResolvedWeights:
-    return ResolvedWeights(entry.name, entry.target, record.path, record.sha256, how, record.origin, record.layout, record.pinned, dict(record.unused))
+    return ResolvedWeights(entry.name, entry.target, record.path, record.sha256, how, record.origin, record.layout, record.pinned, dict(record.unused), dict(entry.arch))
 
 
 def _from_package(entry: WeightsEntry) -> ResolvedWeights | None:
@@ -231,7 +235,7 @@ def _from_package(entry: WeightsEntry) -> ResolvedWeights | None:
     digest = sha256_file(path)
     if digest != entry.sha256:
         raise WeightsError(f"the packaged file {path} has sha256 {digest[:16]}... but {entry.name} is pinned to {entry.sha256[:16]}...; reinstall vostool")
-    return ResolvedWeights(entry.name, entry.target, path, digest, "package", entry.source.describe(), entry.layout, True)
+    return ResolvedWeights(entry.name, entry.target, path, digest, "package", entry.source.describe(), entry.layout, True, arch=dict(entry.arch))
 
 
 def _from_cache(entry: WeightsEntry) -> ResolvedWeights | None:
@@ -246,7 +250,7 @@ def _from_cache(entry: WeightsEntry) -> ResolvedWeights | None:
     if not entry.needs_conversion:
         hf = cache.hf_cached_file(entry)
         if hf is not None and cache.check_hf(entry, hf).ok:
-            return ResolvedWeights(entry.name, entry.target, hf, entry.sha256, "cache", entry.source.describe(), entry.layout, True)
+            return ResolvedWeights(entry.name, entry.target, hf, entry.sha256, "cache", entry.source.describe(), entry.layout, True, arch=dict(entry.arch))
     return None
 
 
@@ -292,6 +296,7 @@ def resolve_weights(target: str, spec: str | None = None, *, offline: bool | Non
             origin=str(path.resolve()),
             layout=match.layout if match else None,
             pinned=match is not None,
+            arch=dict(match.arch) if match else {},
         )
     name = spec or tgt.default
     if not name:
