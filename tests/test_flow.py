@@ -54,3 +54,16 @@ def test_backward_warp_moves_mask_with_constant_flow() -> None:
 def test_unknown_flow_name() -> None:
     with pytest.raises(InputError, match="unknown flow 'sparse'"):
         create_flow("sparse")
+
+
+def test_dis_result_does_not_depend_on_earlier_calls() -> None:
+    """Resume exactness needs flow(a, b) to be the same whatever was computed before."""
+    cur, prev = _shifted_pair(2, 1)
+    small = lambda t: torch.nn.functional.interpolate(t, size=(48, 85), mode="area")
+    est = create_flow("dis")
+    a, b = est.prepare(small(cur)), est.prepare(small(prev))
+    first = est.flow(a, b)
+    noise = est.prepare(torch.rand(1, 3, 48, 85))
+    est.flow(noise, a)
+    est.flow(b, noise)
+    assert torch.equal(first, est.flow(a, b))

@@ -48,10 +48,12 @@ class DISFlow(_OpenCVFlow):
 
     def __init__(self, preset: str = "ultrafast") -> None:
         self.preset = preset
-        self._dis = cv2.DISOpticalFlow_create(DIS_PRESETS[preset])
 
     def _calc(self, cur: np.ndarray, prev: np.ndarray) -> np.ndarray:
-        return self._dis.calc(cur, prev, None)
+        # A fresh DIS object per pair (~8 us): a reused one carries state between calls (its
+        # output on a 48x85 pair changed by up to 8e-4 px after other calls), which would make
+        # a resumed run differ from an uninterrupted one.
+        return cv2.DISOpticalFlow_create(DIS_PRESETS[self.preset]).calc(cur, prev, None)
 
 
 class FarnebackFlow(_OpenCVFlow):
