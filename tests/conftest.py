@@ -25,6 +25,17 @@ def shared_dir() -> Path:
     return SHARED
 
 
+@pytest.fixture()
+def one_thread():
+    """Run the test with one PyTorch thread (training tests: stable speed on a shared machine)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def repo_dir() -> Path:
     return REPO

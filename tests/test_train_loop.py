@@ -26,12 +26,7 @@ def videos() -> list:
     return generate_dataset(7, 3, length=12, size=(64, 96), num_objects=(1, 2))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _config(**kw) -> TrainConfig:

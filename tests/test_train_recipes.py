@@ -21,12 +21,7 @@ def videos() -> list:
     return generate_dataset(7, 3, length=12, size=(64, 96), num_objects=(1, 3))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _net(name: str) -> torch.nn.Module:

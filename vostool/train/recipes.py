@@ -38,6 +38,7 @@ RAFT runs on the training device inside :meth:`AGSSRecipe.loss`, batched over th
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import Any
 
@@ -180,8 +181,6 @@ class AGSSRecipe:
             ``(loss, stats)``: the scalar loss and floats ``iou_loss``, ``ce``, ``replaced`` (fraction
             of previous masks replaced by the tolerance rule) and ``miou`` (hard IoU of the predictions).
         """
-        import contextlib
-
         ctx = autocast or contextlib.nullcontext
         b, length = batch.labels.shape[:2]
         k = batch.objects.shape[1]
@@ -264,6 +263,13 @@ def _stack(clips: list[Clip]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]
     return images, labels, objects
 
 
+def _flowless_batch(clips: list[Clip]) -> Batch:
+    """A :class:`Batch` of clips for methods that use no optical flow (empty ``flows``)."""
+    images, labels, objects = _stack(clips)
+    flows = torch.zeros((len(clips), 0, 2, *labels.shape[-2:]))
+    return Batch(images, labels, flows, objects, [c.name for c in clips])
+
+
 @dataclasses.dataclass
 class SAVOSRecipe:
     """SAVOS training (paper Sec. 6.1.2-6.1.3): clips synthesised from one annotated frame by
@@ -300,14 +306,9 @@ class SAVOSRecipe:
         return _crop_and_relabel(clip, self.crop, rng)
 
     def make_batch(self, sampler: ClipSampler, step: int, batch: int) -> Batch:
-        clips = [self.make_clip(sampler, step, i) for i in range(batch)]
-        images, labels, objects = _stack(clips)
-        flows = torch.zeros((len(clips), 0, 2, *labels.shape[-2:]))
-        return Batch(images, labels, flows, objects, [c.name for c in clips])
+        return _flowless_batch([self.make_clip(sampler, step, i) for i in range(batch)])
 
     def loss(self, net: torch.nn.Module, batch: Batch, *, autocast: Any = None) -> tuple[torch.Tensor, dict[str, float]]:
-        import contextlib
-
         from ..models.blocks import softmax_aggregate
 
         ctx = autocast or contextlib.nullcontext
@@ -359,14 +360,9 @@ class EmbeddingRecipe:
         return _crop_and_relabel(clip, self.crop, rng)
 
     def make_batch(self, sampler: ClipSampler, step: int, batch: int) -> Batch:
-        clips = [self.make_clip(sampler, step, i) for i in range(batch)]
-        images, labels, objects = _stack(clips)
-        flows = torch.zeros((len(clips), 0, 2, *labels.shape[-2:]))
-        return Batch(images, labels, flows, objects, [c.name for c in clips])
+        return _flowless_batch([self.make_clip(sampler, step, i) for i in range(batch)])
 
     def loss(self, net: torch.nn.Module, batch: Batch, *, autocast: Any = None) -> tuple[torch.Tensor, dict[str, float]]:
-        import contextlib
-
         import torch.nn.functional as F
 
         ctx = autocast or contextlib.nullcontext
@@ -451,8 +447,6 @@ class OVSNetRecipe:
         return DetectionBatch(images, targets, names)
 
     def loss(self, net: torch.nn.Module, batch: DetectionBatch, *, autocast: Any = None) -> tuple[torch.Tensor, dict[str, float]]:
-        import contextlib
-
         from ..models.ovsnet import REFINE_WEIGHT
 
         ctx = autocast or contextlib.nullcontext
