@@ -161,13 +161,13 @@ def test_killed_run_resumes_to_identical_masks(tmp_path) -> None:
     proc = subprocess.Popen([*cmd, "-o", str(out)], env=env, stderr=subprocess.PIPE)
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
-        if (out / ".resume" / "state.pt").exists() and len(list((out / "masks").glob("*.png"))) >= 40:
+        if (out / ".resume" / "state.pt").exists() and len(list((out / "masks").glob("[!.]*.png"))) >= 40:
             break
         time.sleep(0.02)
     assert proc.poll() is None, "the run finished before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    done = len(list((out / "masks").glob("*.png")))
+    done = len(list((out / "masks").glob("[!.]*.png")))
     assert 0 < done < 150
     assert json.loads((out / "run.json").read_text())["status"] == "running"  # not complete
     assert not (out / "timing.json").exists() and not (out / "overlay.mp4").exists()

@@ -18,12 +18,12 @@ _FILE_MODE = 0o666 & ~_UMASK
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is renamed onto ``path``.
 
-    The temporary name keeps the final suffix (``.name.partial-XXXX.png``) so that writers
-    choosing a format from the suffix still work. On any exception the temporary file is
-    removed and ``path`` is left untouched.
+    The temporary file is hidden and has no image suffix (``.name.png.partial-XXXX``), so a
+    half-written file never matches ``*.png`` (writers must name their format explicitly). On
+    any exception the temporary file is removed and ``path`` is left untouched.
     """
     final = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.stem}.partial-", suffix=final.suffix, dir=final.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.partial-", dir=final.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
