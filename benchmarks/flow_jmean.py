@@ -15,31 +15,29 @@ from pathlib import Path
 import numpy as np
 
 import vostool
+from vostool.bench.metrics import frame_scores
 from vostool.io.masks import read_mask
 from vostool.io.video import open_video
 
 
-def sequence_j(root: Path, seq: str, res: str, **kw: object) -> tuple[float, int, float]:
-    frames_dir = root / "JPEGImages" / res / seq
+def sequence_j(session: vostool.Session, root: Path, seq: str, res: str) -> tuple[float, int, float]:
+    """Mean J over objects of ``seq`` (frames 1..n-2, :func:`vostool.bench.metrics.frame_scores`),
+    frames run, and the session's frames per second."""
     ann_dir = root / "Annotations" / res / seq
     gts = sorted(ann_dir.glob("*.png"))
     first = read_mask(gts[0])
-    session = vostool.create_session(**kw)  # type: ignore[arg-type]
-    src = open_video(frames_dir)
-    ious: dict[int, list[float]] = {o: [] for o in first.object_ids}
+    session.reset()
+    ious: list[np.ndarray] = []
     t0 = time.perf_counter()
     n = 0
-    for f in src:
-        res_ = session.step(f.rgb, first if f.index == 0 else None)
+    for f in open_video(root / "JPEGImages" / res / seq):
+        out = session.step(f.rgb, first if f.index == 0 else None)
         n += 1
         if 0 < f.index < len(gts) - 1:
-            gt = read_mask(ann_dir / f"{f.name}.png").ids
-            for o in ious:
-                p, g = res_.ids == o, gt == o
-                u = np.logical_or(p, g).sum()
-                ious[o].append(1.0 if u == 0 else float(np.logical_and(p, g).sum() / u))
+            j, _ = frame_scores(read_mask(ann_dir / f"{f.name}.png").ids, out.ids, first.object_ids)
+            ious.append(j)
     dt = time.perf_counter() - t0
-    return float(np.mean([np.mean(v) for v in ious.values()])), n, n / dt
+    return float(np.mean(ious, axis=0).mean()), n, n / dt
 
 
 def main() -> None:
@@ -54,10 +52,11 @@ def main() -> None:
     ap.add_argument("--sequences", nargs="*", default=None)
     args = ap.parse_args()
     seqs = args.sequences or sorted(p.name for p in (args.root / "JPEGImages" / args.resolution).iterdir() if p.is_dir())
+    session = vostool.create_session(args.method, flow=args.flow, weights=args.weights, flow_weights=args.flow_weights,
+                                     size=args.size, device="cpu")
     rows = {}
     for s in seqs:
-        j, n, fps = sequence_j(args.root, s, args.resolution, method=args.method, flow=args.flow, weights=args.weights,
-                               flow_weights=args.flow_weights, size=args.size, device="cpu")
+        j, n, fps = sequence_j(session, args.root, s, args.resolution)
         rows[s] = {"J": round(j, 4), "frames": n, "fps": round(fps, 2)}
         print(f"{s:14s} J={j:.4f} frames={n} fps={fps:.1f}", file=sys.stderr)
     mean = float(np.mean([r["J"] for r in rows.values()]))

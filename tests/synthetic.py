@@ -188,3 +188,17 @@ def assert_gradients_reach(named_parameters: Iterable[tuple[str, torch.Tensor]],
     params = list(named_parameters)
     assert len(params) > more_than
     assert [n for n, p in params if p.grad is None or not p.grad.abs().sum() > 0] == []
+
+
+def train_steps(net: Any, recipe: Any, batch: Any, steps: int, lr: float = 2e-3) -> tuple[list[float], list[dict]]:
+    """``steps`` Adam steps of ``recipe.loss`` on one fixed batch: the losses and stats of each."""
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    losses, stats = [], []
+    for _ in range(steps):
+        opt.zero_grad()
+        loss, st = recipe.loss(net, batch)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+        stats.append(st)
+    return losses, stats

@@ -9,6 +9,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from synthetic import train_steps
 from vostool.cli import cli
 from vostool.models import create_method, method_info
 from vostool.train.recipes import get_recipe
@@ -39,14 +40,7 @@ def test_dense_recipes_reduce_loss_on_a_fixed_batch(name: str, videos: list) -> 
     net, recipe = _net(name), get_recipe(name)
     batch = recipe.make_batch(recipe.sampler(videos, 0), 0, 2)
     assert batch.images.shape[1] == recipe.clip_length and batch.objects.shape[0] == 2
-    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
-    losses = []
-    for _ in range(6):
-        opt.zero_grad()
-        loss, _ = recipe.loss(net, batch)
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
+    losses, _ = train_steps(net, recipe, batch, 6)
     assert all(math.isfinite(v) for v in losses)
     assert losses[-1] < 0.5 * losses[0], losses
 

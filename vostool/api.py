@@ -24,7 +24,6 @@ from .errors import InputError, WeightsError
 from .flow import FLOW_NAMES, FlowEstimator, create_flow
 from .inference.engine import RunConfig, run_video
 from .inference.session import PRECISIONS, Session, StepResult
-from .inference.timing import StageTimer
 from .io.masks import IndexMask, read_mask
 from .io.outputs import OutputOptions
 from .io.video import IMAGE_SUFFIXES, VideoSource, natural_key, open_video
@@ -96,8 +95,6 @@ def load_method(name: str, *, weights: str | None = None, offline: bool | None =
     method = create_method(name, **{**arch, **{k: v for k, v in kwargs.items() if v is not None}})
     try:
         load_into(method.net, resolved.state_dict())
-    except WeightsError:
-        raise
     except (RuntimeError, ValueError, KeyError) as exc:
         raise WeightsError(f"weights {path} do not fit method {name!r}: {str(exc).splitlines()[0][:200]}") from None
     return method, resolved.describe()
@@ -154,7 +151,7 @@ def create_session(
             if name not in FLOW_NAMES:
                 raise InputError(f"unknown flow {name!r}; choose one of: {', '.join(FLOW_NAMES)}")
             est = create_flow(name, device=dev, weights=flow_weights, offline=offline)
-    session = Session(m, est, device=dev, size=size, precision=precision, resize_mask=resize_mask, timer=StageTimer(dev, m.stages))
+    session = Session(m, est, device=dev, size=size, precision=precision, resize_mask=resize_mask)
     session.weights_info = weights_info  # type: ignore[attr-defined]
     return session
 

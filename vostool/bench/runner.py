@@ -44,7 +44,6 @@ def given_masks(dataset: Dataset, seq: SequenceInfo) -> dict[str, np.ndarray]:
 
 def run_sequence(session: "Session", dataset: Dataset, seq: SequenceInfo, out_dir: Path) -> MethodRun:
     """Segment every frame of ``seq`` with ``session`` into ``out_dir/<seq>/<frame>.png``."""
-    from ..inference.timing import StageTimer
     from ..io.video import open_video
 
     if seq.image_dir is None:
@@ -57,7 +56,6 @@ def run_sequence(session: "Session", dataset: Dataset, seq: SequenceInfo, out_di
     if missing:
         raise InputError(f"sequence {seq.name}: masks are given on frames {missing} that are not among its images in {seq.image_dir}")
     session.reset()
-    session.timer = StageTimer(session.device, session.method.stages)
     folder = out_dir / seq.name
     folder.mkdir(parents=True, exist_ok=True)
     seconds = 0.0

@@ -113,13 +113,10 @@ def measure(session: "Session", clip: Clip, *, warmup: int = 3) -> dict[str, Any
         ``frames`` (timed), ``fps`` (timed frames / their seconds), ``ms_per_frame`` (median),
         ``stages`` (stage -> median ms over all frames), ``size`` ``[W, H]`` and ``device``.
     """
-    from ..inference.timing import StageTimer
-
     frames, mask = clip
     if len(frames) <= warmup:
         raise InputError(f"--frames must be more than the {warmup} warm-up frames")
     session.reset()
-    session.timer = StageTimer(session.device, session.method.stages)
     times = []
     for i, f in enumerate(frames):
         t0 = time.perf_counter()

@@ -107,11 +107,13 @@ class Session:
         self.size = size
         self.precision = precision
         self.resize_mask = resize_mask
-        self.timer = timer or StageTimer(self.device, method.stages)
         self.reset()
+        if timer is not None:
+            self.timer = timer
 
     def reset(self) -> None:
-        """Forget the current video (start a new one)."""
+        """Forget the current video (start a new one, with a fresh stage timer)."""
+        self.timer = StageTimer(self.device, self.method.stages)
         self.index = 0
         self.objects = ObjectManager()
         self.state = self.method.init_state()
@@ -202,7 +204,6 @@ class Session:
 
         prob: torch.Tensor | None = None
         if k > 0:
-            warped = torch.zeros((k, *hw), device=self.device)
             if self.method.uses_flow and self.prev_prob is not None:
                 assert self.flow_estimator is not None
                 with timer.stage("flow"):
@@ -210,6 +211,8 @@ class Session:
                     fl = self.flow_estimator.flow(prep, self.prev_prep)
                 with timer.stage("warp"):
                     warped = backward_warp(self.prev_prob[1:], fl.to(self.device))
+            else:
+                warped = torch.zeros((k, *hw), device=self.device)
             with self._autocast():
                 prob = self.method.predict(self.state, image, warped, stage=timer.stage).float()
 

@@ -49,9 +49,10 @@ def evaluate(
     per_seq: dict[str, dict[str, float]] = {}
     j_all: list[float] = []
     f_all: list[float] = []
+    session = create_session(method, flow=flow, device=device, weights=weights, flow_weights=flow_weights, offline=True)
     with torch.no_grad():
         for seq in sequences:
-            session = create_session(method, flow=flow, device=device, weights=weights, flow_weights=flow_weights, offline=True)
+            session.reset()
             first = seq.labels[0].copy()
             first[first == VOID_ID] = 0
             object_ids = [int(v) for v in np.unique(first) if v != 0]
