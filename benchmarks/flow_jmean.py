@@ -30,11 +30,10 @@ def sequence_j(session: vostool.Session, root: Path, seq: str, res: str) -> tupl
     ious: list[np.ndarray] = []
     t0 = time.perf_counter()
     n = 0
-    for f in open_video(root / "JPEGImages" / res / seq):
-        out = session.step(f.rgb, first if f.index == 0 else None)
+    for out in session.propagate(open_video(root / "JPEGImages" / res / seq), {0: first}):
         n += 1
-        if 0 < f.index < len(gts) - 1:
-            j, _ = frame_scores(read_mask(ann_dir / f"{f.name}.png").ids, out.ids, first.object_ids)
+        if 0 < out.index < len(gts) - 1:
+            j, _ = frame_scores(read_mask(ann_dir / f"{out.name}.png").ids, out.ids, first.object_ids)
             ious.append(j)
     dt = time.perf_counter() - t0
     return float(np.mean(ious, axis=0).mean()), n, n / dt

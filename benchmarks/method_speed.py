@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import itertools
 import statistics
 import sys
 import time
@@ -120,13 +121,13 @@ def _session_runs(method: VOSMethod, frames: list[np.ndarray], ids: list[np.ndar
     fps, per_stage = [], {}
     for _ in range(args.repeats):
         session = Session(method, flow, device=device, precision=args.precision)
-        session.step(frames[0], ids[0])
-        for f in frames[1 : 1 + args.warmup]:
-            session.step(f)
+        stream = session.propagate(frames[: 1 + args.warmup + args.frames], {0: ids[0]})
+        for _ in itertools.islice(stream, 1 + args.warmup):
+            pass
         session.timer = StageTimer(device, method.stages)
         t0 = time.perf_counter()
-        for j in range(args.frames):
-            session.step(frames[1 + args.warmup + j])
+        for _ in stream:
+            pass
         fps.append(args.frames / (time.perf_counter() - t0))
         for s, v in session.timer.summary()["stages"].items():
             per_stage.setdefault(s, []).append(v["median_ms"])

@@ -252,8 +252,7 @@ def segment(
     """
     source: VideoSource = open_video(video, fps=fps)
     try:
-        names = [p.stem for p in source.files] if hasattr(source, "files") else None
-        given = collect_masks(mask, masks_dir, frame_names=names)
+        given = collect_masks(mask, masks_dir, frame_names=source.frame_names)
         session = create_session(
             method, flow=flow, device=device, size=size, precision=precision, weights=weights,
             flow_weights=flow_weights, offline=offline, resize_mask=resize_mask, compile=compile,

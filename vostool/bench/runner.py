@@ -55,18 +55,18 @@ def run_sequence(session: "Session", dataset: Dataset, seq: SequenceInfo, out_di
     missing = sorted(set(masks) - set(seq.frames))
     if missing:
         raise InputError(f"sequence {seq.name}: masks are given on frames {missing} that are not among its images in {seq.image_dir}")
-    session.reset()
-    folder = out_dir / seq.name
-    folder.mkdir(parents=True, exist_ok=True)
-    seconds = 0.0
-    n = 0
     source = open_video(seq.image_dir)
     try:
-        for frame in source:
-            t0 = time.perf_counter()
-            res = session.step(frame.rgb, masks.get(frame.name), name=frame.name)
-            seconds += time.perf_counter() - t0
-            write_index_png(folder / f"{frame.name}.png", res.ids)
+        names = source.frame_names or []
+        given = {names.index(stem): ids for stem, ids in masks.items()}
+        session.reset()
+        folder = out_dir / seq.name
+        folder.mkdir(parents=True, exist_ok=True)
+        seconds = 0.0
+        n = 0
+        for res in session.propagate(source, given):
+            seconds += res.seconds
+            write_index_png(folder / f"{res.name}.png", res.ids)
             n += 1
     finally:
         source.close()

@@ -8,7 +8,6 @@ vertical strips of the foreground), so the same measurement runs with and withou
 from __future__ import annotations
 
 import statistics as st
-import time
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import cv2
@@ -117,11 +116,7 @@ def measure(session: "Session", clip: Clip, *, warmup: int = 3) -> dict[str, Any
     if len(frames) <= warmup:
         raise InputError(f"--frames must be more than the {warmup} warm-up frames")
     session.reset()
-    times = []
-    for i, f in enumerate(frames):
-        t0 = time.perf_counter()
-        session.step(f, mask if i == 0 else None)
-        times.append(time.perf_counter() - t0)
+    times = [res.seconds for res in session.propagate(frames, {0: mask})]
     timed = times[warmup:]
     summary = session.timer.summary()
     return {

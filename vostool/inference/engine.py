@@ -1,4 +1,4 @@
-"""The frame loop of ``vostool segment``: reader thread -> session -> writer thread.
+"""``vostool segment``'s run: reader thread -> the session's frame loop -> writer thread.
 
 Decoding runs one frame ahead in a reader thread and all encoding (PNG, H.264) runs in a writer
 thread, so on a 2-core machine the three overlap. Every ``checkpoint_every`` frames (and on
@@ -9,6 +9,7 @@ continues an interrupted run and produces exactly the masks an uninterrupted run
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import queue
 import sys
@@ -18,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import numpy as np
 import torch
 
 from .. import __version__
@@ -27,7 +27,7 @@ from ..io.atomic import atomic_path, write_text_atomic
 from ..io.masks import DAVIS_PALETTE, IndexMask, read_index_png
 from ..io.outputs import RESUME_DIR, BackgroundWriter, FrameOutputs, OutputOptions, now_iso, prepare_out_dir, write_run_file
 from ..io.video import VideoFrame, VideoSource
-from .session import Session, internal_size
+from .session import Session, StepResult, internal_size
 
 
 @dataclass
@@ -193,24 +193,22 @@ def run_video(session: Session, source: VideoSource, masks: dict[int, IndexMask]
     done = start
     status = "failed"
     try:
-        for f in frames:
-            if f.index < start:
-                ids = read_index_png(out / "masks" / f"{f.name}.png")
-                writer.submit(lambda f=f, ids=ids: outputs.write(f.name, f.rgb, ids, [], masks=False))
-                continue
-            res = session.step(f.rgb, masks.get(f.index), name=f.name)
+        stream = iter(frames)
+        for f in itertools.islice(stream, start - first):
+            ids = read_index_png(out / "masks" / f"{f.name}.png")
+            writer.submit(lambda f=f, ids=ids: outputs.write(f.name, f.rgb, ids, [], masks=False))
+        for res in session.propagate(stream, masks):
             soft = None
             if want_soft:
                 soft = (res.prob[1:].clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).cpu().numpy()
-            rgb = f.rgb if need_rgb else None
 
-            def job(f: VideoFrame = f, ids: np.ndarray = res.ids, objs: list[int] = res.object_ids, soft: Any = soft, rgb: Any = rgb) -> None:
+            def job(res: StepResult = res, soft: Any = soft, rgb: Any = res.frame if need_rgb else None) -> None:
                 t0 = time.perf_counter()
-                outputs.write(f.name, rgb, ids, objs, soft)
-                timer.add(f.index, "write", (time.perf_counter() - t0) * 1000.0)
+                outputs.write(str(res.name), rgb, res.ids, res.object_ids, soft)
+                timer.add(res.index, "write", (time.perf_counter() - t0) * 1000.0)
 
             writer.submit(job)
-            done = f.index + 1
+            done = res.index + 1
             progress.advance()
             if done - 1 - last_ck_frame >= cfg.checkpoint_every or time.perf_counter() - last_ck_time >= cfg.checkpoint_seconds:
                 snap, tstate = session.state_dict(), timer.state()

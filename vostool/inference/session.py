@@ -15,8 +15,9 @@ own state) can be saved with :meth:`Session.state_dict` and restored with
 from __future__ import annotations
 
 import contextlib
+import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -25,6 +26,7 @@ import torch.nn.functional as F
 from ..errors import InputError
 from ..flow import FlowEstimator, backward_warp
 from ..io.masks import IndexMask
+from ..io.video import VideoFrame
 from ..models.base import VOSMethod
 from .objects import ObjectManager
 from .timing import StageTimer
@@ -65,12 +67,18 @@ class StepResult:
         prob: ``(K + 1, H, W)`` float32 probabilities over [background, objects in
             ``object_ids`` order] at the input resolution, on the session's device.
         object_ids: the object id of each slot 1..K.
+        name: the frame's name (file stem), when it was given.
+        frame: the ``(H, W, 3)`` uint8 RGB input frame (the array passed in, not a copy).
+        seconds: wall-clock seconds the step took (input to result on the host).
     """
 
     index: int
     ids: np.ndarray
     prob: torch.Tensor
     object_ids: list[int] = field(default_factory=list)
+    name: str | None = None
+    frame: np.ndarray | None = None
+    seconds: float = 0.0
 
 
 class Session:
@@ -184,6 +192,7 @@ class Session:
         Returns:
             :class:`StepResult` at the input resolution.
         """
+        started = time.perf_counter()
         t = self.index
         timer = self.timer
         timer.frame = t
@@ -239,17 +248,26 @@ class Session:
         if hw != hw_in:
             out = F.interpolate(prob[None], size=hw_in, mode="bilinear", align_corners=False)[0]
         slots = channel_argmax(out).cpu().numpy()
-        return StepResult(t, self.objects.slot_to_id_lut()[slots], out, list(self.objects.ids))
+        ids = self.objects.slot_to_id_lut()[slots]
+        return StepResult(t, ids, out, list(self.objects.ids), name, frame, time.perf_counter() - started)
 
-    def propagate(self, frames: Iterable[np.ndarray], masks: dict[int, np.ndarray | IndexMask]) -> Iterator[StepResult]:
-        """Generator over frames: yields a :class:`StepResult` per frame.
+    def propagate(self, frames: Iterable[np.ndarray | VideoFrame], masks: Mapping[int, np.ndarray | IndexMask]) -> Iterator[StepResult]:
+        """The frame loop: a generator that segments ``frames`` in order and yields one
+        :class:`StepResult` per frame. Every user of vostool (writing an output folder, the
+        benchmark, speed sweeps, training validation) consumes this one loop.
 
         Args:
-            frames: ``(H, W, 3)`` uint8 RGB frames in order.
-            masks: frame index -> masks given on that frame (index 0 is required).
+            frames: the frames from :attr:`index` on: ``(H, W, 3)`` uint8 RGB arrays, or
+                :class:`~vostool.io.video.VideoFrame` items (their names go to the timing report).
+            masks: frame index -> masks given on that frame (frame 0 needs one). Indices count
+                from the start of the video, so a session restored by :meth:`load_state_dict`
+                continues with the masks of the frames still to come.
         """
-        for i, f in enumerate(frames):
-            yield self.step(f, masks.get(i))
+        for f in frames:
+            if isinstance(f, VideoFrame):
+                yield self.step(f.rgb, masks.get(self.index), name=f.name)
+            else:
+                yield self.step(f, masks.get(self.index))
 
     # ------------------------------------------------------------------ resume
     def state_dict(self) -> dict[str, Any]:

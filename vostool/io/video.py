@@ -49,6 +49,11 @@ class VideoSource:
     size: tuple[int, int]
     num_frames: int | None
 
+    @property
+    def frame_names(self) -> list[str] | None:
+        """The name (file stem) of every frame in order, when known before decoding (folders)."""
+        return None
+
     def __iter__(self) -> Iterator[VideoFrame]:
         raise NotImplementedError
 
@@ -74,6 +79,10 @@ class FrameFolder(VideoSource):
         self.size = (first.shape[1], first.shape[0])
         self.num_frames = len(self.files)
         self.fps = float(fps or DEFAULT_FOLDER_FPS)
+
+    @property
+    def frame_names(self) -> list[str]:
+        return [p.stem for p in self.files]
 
     @staticmethod
     def _read(p: Path) -> np.ndarray:

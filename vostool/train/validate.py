@@ -60,8 +60,8 @@ def evaluate(
             fs: dict[int, list[float]] = {k: [] for k in object_ids}
             radius = boundary_radius(*first.shape)
             n = len(seq)
-            for t in range(n):
-                res = session.step(seq.images[t], first if t == 0 else None)
+            for res in session.propagate(seq.images, {0: first}):
+                t = res.index
                 if t == 0 or t == n - 1:
                     continue
                 gt = seq.labels[t].copy()
