@@ -51,6 +51,7 @@ from vostool.io.atomic import atomic_path, write_text_atomic  # noqa: E402
 from vostool.models import available_methods, create_method  # noqa: E402
 from vostool.models.base import VOSMethod, no_stage  # noqa: E402
 from vostool.models.registry import VARIANTS  # noqa: E402
+from vostool.options import RunOptions  # noqa: E402
 
 
 def moving_discs(n_frames: int, h: int, w: int, k: int, seed: int = 0) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -120,7 +121,7 @@ def _session_runs(method: VOSMethod, frames: list[np.ndarray], ids: list[np.ndar
     flow = create_flow(args.flow, device=device, weights=args.flow_weights, offline=True) if method.uses_flow else None
     fps, per_stage = [], {}
     for _ in range(args.repeats):
-        session = Session(method, flow, device=device, precision=args.precision)
+        session = Session(method, flow, RunOptions(method=method.name, device=str(device), precision=args.precision))
         stream = session.propagate(frames[: 1 + args.warmup + args.frames], {0: ids[0]})
         for _ in itertools.islice(stream, 1 + args.warmup):
             pass

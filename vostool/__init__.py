@@ -15,6 +15,8 @@ from typing import Any
 # up to 20x slower. Passive waiting costs little when the cores are free. Set before torch loads.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from .options import OutputOptions, RunOptions
+
 __version__ = "0.1.0"
 
 _API = ("segment", "create_session", "collect_masks", "load_method", "resolve_device", "Session", "StepResult")
@@ -33,4 +35,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'vostool' has no attribute {name!r}")
 
 
-__all__ = ["__version__", *_API, "create_method", "available_methods"]
+__all__ = ["__version__", *_API, "RunOptions", "OutputOptions", "create_method", "available_methods"]

@@ -3,6 +3,7 @@ predictions, write server submissions, or measure speed against the number of ob
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -13,6 +14,8 @@ from typing import Any
 import click
 
 from ..errors import InputError
+from ..options import RunOptions
+from .options import run_options
 
 
 class _EchoHandler(logging.Handler):
@@ -41,13 +44,7 @@ def _default_workers() -> int:
 @click.option("--resolution", default=None, help="DAVIS resolution folder: 480p (default), Full-Resolution, 1080p, 240p ...")
 @click.option("--sequences", default=None, metavar="A,B,...", help="Only these sequences.")
 @click.option("--method", default=None, help="Method to run (comma-separated with --speed).")
-@click.option("--flow", default=None, help="Optical flow: dis, farneback, raft-small, raft-large (default: the method's).")
-@click.option("--weights", default=None, help="Method weights: a file, a weights.toml entry, or 'random' (speed only).")
-@click.option("--flow-weights", default=None, help="RAFT weights: a file or a weights.toml entry.")
-@click.option("--offline", is_flag=True, default=None, help="Never download weights.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
-@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True)
-@click.option("--size", type=click.IntRange(16, 4096), default=None, help="Internal resolution of the method (shorter side); with --speed, the height of the clip (default 480).")
+@run_options(method=False, size_help="Internal resolution of the method (shorter side); with --speed, the height of the clip (default 480).")
 @click.option("--eval-only", is_flag=True, help="Score the predictions in --results without running a method.")
 @click.option("--results", type=click.Path(path_type=Path), help="Predictions folder <results>/<seq>/<frame>.png (read with --eval-only, written otherwise).")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Where the CSV/JSON reports (or speed plots) go (default: the results folder).")
@@ -59,10 +56,9 @@ def _default_workers() -> int:
 @click.option("--objects", default="1,2,4,8", show_default=True, help="Object counts for --speed.")
 @click.option("--frames", type=click.IntRange(5, 100000), default=30, show_default=True, help="Frames per measurement for --speed.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress or table on stderr.")
-def bench(dataset: str, root: Path | None, split: str, resolution: str | None, sequences: str | None, method: str | None,
-          flow: str | None, weights: str | None, flow_weights: str | None, offline: bool | None, device: str, precision: str,
-          size: int | None, eval_only: bool, results: Path | None, output: Path | None, workers: int | None, resize: bool,
-          json_path: Path | None, submission: Path | None, speed: bool, objects: str, frames: int, quiet: bool) -> None:
+def bench(dataset: str, root: Path | None, split: str, resolution: str | None, sequences: str | None, method: str | None, run: RunOptions,
+          eval_only: bool, results: Path | None, output: Path | None, workers: int | None, resize: bool, json_path: Path | None,
+          submission: Path | None, speed: bool, objects: str, frames: int, quiet: bool) -> None:
     """Score a method on DAVIS 2016/2017 or YouTube-VOS with numbers equal to the official evaluation.
 
     Writes global_results-<split>.csv and per-sequence_results-<split>.csv (the official files),
@@ -76,71 +72,81 @@ def bench(dataset: str, root: Path | None, split: str, resolution: str | None, s
       vostool bench --root DAVIS/ --split test-dev --method flow --flow dis --submission td.zip
       vostool bench --speed --objects 1,2,4,8 --size 480 --method flow,agss --weights random
     """
+    from rich.console import Console
+
     handler = _EchoHandler(logging.WARNING)
     logger = logging.getLogger("vostool.bench")
     logger.addHandler(handler)
     logger.propagate = False
+    console = Console(stderr=True, quiet=quiet)
+
+    def open_root() -> Any:
+        from ..bench.datasets import open_dataset
+
+        only = [s for s in (sequences or "").split(",") if s] or None
+        return open_dataset(root, kind=dataset, split=split, resolution=resolution, sequences=only)
+
     try:
         if speed:
-            _speed(root, dataset, split, resolution, sequences, method, flow, weights, flow_weights, offline, device, precision,
-                   size or 480, objects, frames, output or Path("bench-speed"), quiet)
+            if not method:
+                raise InputError("--speed needs --method NAME[,NAME...]")
+            runs = [dataclasses.replace(run, method=m, size=None) for m in method.split(",") if m]
+            _speed(open_root() if root is not None else None, runs, _csv_ints(objects), run.size or 480, frames, output or Path("bench-speed"), console)
             return
-        _bench(dataset, root, split, resolution, sequences, method, flow, weights, flow_weights, offline, device, precision, size,
-               eval_only, results, output, workers or _default_workers(), resize, json_path, submission, quiet)
+        if root is None:
+            raise InputError("--root is required: the dataset folder (e.g. DAVIS/ with Annotations/ and ImageSets/)")
+        if eval_only and method:
+            raise InputError("--eval-only scores existing predictions; drop --method, or drop --eval-only to run the method")
+        if eval_only and results is None:
+            raise InputError("--eval-only needs --results DIR, the folder of <sequence>/<frame>.png predictions")
+        if not eval_only and not method:
+            if results is None:
+                raise InputError("give --method NAME to run a method, or --eval-only --results DIR to score predictions")
+            eval_only = True
+        _bench(open_root(), None if eval_only else dataclasses.replace(run, method=str(method)), results, output, workers or _default_workers(),
+               resize, json_path, submission, console)
     finally:
         logger.removeHandler(handler)
         logger.propagate = True
 
 
-def _console(quiet: bool) -> Any:
-    from rich.console import Console
+def _progress(console: Any) -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    return Console(stderr=True, quiet=quiet)
-
-
-def _session(method: str, flow: str | None, weights: str | None, flow_weights: str | None, offline: bool | None, device: str,
-             precision: str, size: int | None) -> Any:
-    from ..api import create_session
-
-    return create_session(method, flow=flow, device=device, size=size, precision=precision, weights=weights,
-                          flow_weights=flow_weights, offline=offline)
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True)
 
 
-def _bench(kind: str, root: Path | None, split: str, resolution: str | None, sequences: str | None, method: str | None,
-           flow: str | None, weights: str | None, flow_weights: str | None, offline: bool | None, device: str, precision: str,
-           size: int | None, eval_only: bool, results: Path | None, output: Path | None, workers: int, resize: bool,
-           json_path: Path | None, submission: Path | None, quiet: bool) -> None:
-    from ..bench.datasets import open_dataset
-    from ..bench.scoring import has_ground_truth
+def _bench(ds: Any, run: RunOptions | None, results: Path | None, output: Path | None, workers: int, resize: bool, json_path: Path | None,
+           submission: Path | None, console: Any) -> None:
+    """Score predictions (``run`` None) or run a method and score its masks; reports and submission."""
+    from ..bench.runner import run_benchmark
+    from ..bench.scoring import evaluate, has_ground_truth
 
-    if root is None:
-        raise InputError("--root is required: the dataset folder (e.g. DAVIS/ with Annotations/ and ImageSets/)")
-    if eval_only and method:
-        raise InputError("--eval-only scores existing predictions; drop --method, or drop --eval-only to run the method")
-    if eval_only and results is None:
-        raise InputError("--eval-only needs --results DIR, the folder of <sequence>/<frame>.png predictions")
-    if not eval_only and not method:
-        if results is None:
-            raise InputError("give --method NAME to run a method, or --eval-only --results DIR to score predictions")
-        eval_only = True
-    ds = open_dataset(root, kind=kind, split=split, resolution=resolution, sequences=[s for s in (sequences or "").split(",") if s] or None)
-    console = _console(quiet)
     score = any(has_ground_truth(s) for s in ds.sequences)
-    settings: dict[str, Any] = {"root": str(root), "resolution": ds.resolution}
+    settings: dict[str, Any] = {"root": str(ds.root), "resolution": ds.resolution}
+    with _progress(console) as prog:
+        if run is None:
+            assert results is not None
+            task = prog.add_task("scoring", total=len(ds.sequences))
+            result = evaluate(ds, results, workers=workers, resize=resize, on_sequence=lambda r: prog.advance(task)) if score else None
+            settings["results"] = str(results)
+        else:
+            from ..inference.builder import create_session
 
-    if eval_only:
-        assert results is not None
-        result = _score(ds, results, workers, resize, console) if score else None
-        settings["results"] = str(results)
-    else:
-        assert method is not None
-        session = _session(method, flow, weights, flow_weights, offline, device, precision, size)
-        flow_name = session.flow_estimator.name if session.flow_estimator is not None else None
-        if results is None:
-            results = Path("bench-results") / f"{ds.kind}-{ds.split}-{method}{'-' + flow_name if flow_name else ''}"
-        settings.update(results=str(results), method=method, flow=flow_name, device=session.device.type, size=size,
-                        precision=precision, weights=getattr(session, "weights_info", None), workers=workers)
-        result = _run(session, ds, results, workers, score, console)
+            session = create_session(run)
+            flow_name = session.describe()["flow"]
+            if results is None:
+                results = Path("bench-results") / f"{ds.kind}-{ds.split}-{run.method}{'-' + flow_name if flow_name else ''}"
+            settings.update(results=str(results), method=run.method, flow=flow_name, device=session.device.type, size=run.size,
+                            precision=run.precision, weights=session.weights, workers=workers)
+            task = prog.add_task(run.method, total=len(ds.sequences))
+
+            def done(name: str, method_run: Any) -> None:
+                prog.advance(task)
+                prog.console.print(f"{name}: {method_run.frames} frames, {method_run.fps:.1f} fps")
+
+            result = run_benchmark(session, ds, results, workers=workers, score=score, on_sequence=done)
+            result = result if score else None
     if submission is not None:
         from ..bench.submission import write_submission
 
@@ -158,69 +164,29 @@ def _bench(kind: str, root: Path | None, split: str, resolution: str | None, seq
     click.echo(global_csv(result), nl=False)
 
 
-def _progress(console: Any) -> Any:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True)
-
-
-def _score(ds: Any, results: Path, workers: int, resize: bool, console: Any) -> Any:
-    from ..bench.scoring import evaluate
-
-    with _progress(console) as prog:
-        task = prog.add_task("scoring", total=len(ds.sequences))
-        return evaluate(ds, results, workers=workers, resize=resize, on_sequence=lambda r: prog.advance(task))
-
-
-def _run(session: Any, ds: Any, results: Path, workers: int, score: bool, console: Any) -> Any:
-    from ..bench.runner import run_benchmark
-
-    with _progress(console) as prog:
-        task = prog.add_task(f"{session.method.name}", total=len(ds.sequences))
-
-        def done(name: str, run: Any) -> None:
-            prog.advance(task)
-            prog.console.print(f"{name}: {run.frames} frames, {run.fps:.1f} fps")
-
-        result = run_benchmark(session, ds, results, workers=workers, score=score, on_sequence=done)
-    return result if score else None
-
-
-def _speed(root: Path | None, kind: str, split: str, resolution: str | None, sequences: str | None, method: str | None,
-           flow: str | None, weights: str | None, flow_weights: str | None, offline: bool | None, device: str, precision: str,
-           height: int, objects: str, frames: int, output: Path, quiet: bool) -> None:
+def _speed(ds: Any, runs: list[RunOptions], counts: list[int], height: int, frames: int, output: Path, console: Any) -> None:
+    """FPS and stage times of each method against the object count, on a dataset's first sequence or a synthetic clip."""
     from rich.table import Table
 
     from ..bench.report import plot_speed
     from ..bench.speed import real_clip, speed_table, synthetic_clip
+    from ..inference.builder import create_session
     from ..io.atomic import write_text_atomic
 
-    if not method:
-        raise InputError("--speed needs --method NAME[,NAME...]")
-    counts = _csv_ints(objects)
-    names = [m for m in method.split(",") if m]
-    if root is not None:
-        from ..bench.datasets import open_dataset
-
-        ds = open_dataset(root, kind=kind, split=split, resolution=resolution, sequences=[s for s in (sequences or "").split(",") if s] or None)
+    if ds is not None:
         seq = ds.sequences[0]
         clip_for = lambda k: real_clip(ds, seq, k, height, frames)  # noqa: E731
         source = f"{ds.kind}/{seq.name}"
     else:
         clip_for = lambda k: synthetic_clip(k, height, frames)  # noqa: E731
         source = "synthetic"
-
-    def factory(m: str) -> Any:
-        return lambda: _session(m, flow, weights, flow_weights, offline, device, precision, None)
-
-    console = _console(quiet)
-    labels = [f"{m}" + (f" ({flow})" if flow else "") for m in names]
-    rows = speed_table(list(zip(labels, [factory(m) for m in names])), counts, clip_for,
+    labels = [r.method + (f" ({r.flow})" if r.flow else "") for r in runs]
+    rows = speed_table(list(zip(labels, [lambda r=r: create_session(r) for r in runs])), counts, clip_for,
                        on_row=lambda r: console.print(f"{r['method']}: {r['objects']} object(s) {r['fps']:.1f} fps"))
     for r in rows:
         r["source"] = source
     output.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(output / "speed.json", json.dumps({"precision": precision, "height": height, "rows": rows}, indent=1) + "\n")
+    write_text_atomic(output / "speed.json", json.dumps({"precision": runs[0].precision, "height": height, "rows": rows}, indent=1) + "\n")
     plots = plot_speed(rows, output)
     t = Table(title=f"speed on {source} clips, {height}p, {frames} frames")
     stages = list(dict.fromkeys(s for r in rows for s in r["stages"]))

@@ -7,7 +7,8 @@ import sys
 
 import click
 
-_OFFLINE = click.option("--offline", is_flag=True, default=None, help="Never open a connection (also VOSTOOL_OFFLINE=1 or HF_HUB_OFFLINE=1).")
+from .options import offline_option
+
 
 
 @click.group("weights")
@@ -84,7 +85,7 @@ def list_cmd(as_json: bool) -> None:
 
 @weights.command("pull")
 @click.argument("names", nargs=-1, required=True)
-@_OFFLINE
+@offline_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def pull_cmd(names: tuple[str, ...], offline: bool | None, quiet: bool) -> None:
     """Download weight sets NAMES (verified by sha256) unless already cached.

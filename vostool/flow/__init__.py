@@ -9,11 +9,13 @@ from __future__ import annotations
 import torch
 
 from ..errors import InputError
+from ..options import FLOW_NAMES
 from .base import FlowEstimator
 from .opencv import DISFlow, FarnebackFlow
 from .warp import backward_warp, pixel_grid
 
-FLOW_NAMES = ("dis", "farneback", "raft-small", "raft-large")
+OPENCV_FLOWS = ("dis", "farneback")
+"""Weightless OpenCV estimators: they run on the CPU whatever the session's device."""
 
 
 def create_flow(name: str, *, device: torch.device | str = "cpu", weights: str | None = None, offline: bool | None = None, dis_preset: str = "ultrafast") -> FlowEstimator:
@@ -42,4 +44,4 @@ def create_flow(name: str, *, device: torch.device | str = "cpu", weights: str |
     return est.to(torch.device(device))
 
 
-__all__ = ["FLOW_NAMES", "FlowEstimator", "DISFlow", "FarnebackFlow", "create_flow", "backward_warp", "pixel_grid"]
+__all__ = ["FLOW_NAMES", "OPENCV_FLOWS", "FlowEstimator", "DISFlow", "FarnebackFlow", "create_flow", "backward_warp", "pixel_grid"]

@@ -15,7 +15,6 @@ import queue
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -25,26 +24,10 @@ from .. import __version__
 from ..errors import InputError, VostoolError
 from ..io.atomic import atomic_path, write_text_atomic
 from ..io.masks import DAVIS_PALETTE, IndexMask, read_index_png
-from ..io.outputs import RESUME_DIR, BackgroundWriter, FrameOutputs, OutputOptions, now_iso, prepare_out_dir, write_run_file
+from ..io.outputs import RESUME_DIR, BackgroundWriter, FrameOutputs, now_iso, prepare_out_dir, write_run_file
 from ..io.video import VideoFrame, VideoSource
+from ..options import OutputOptions
 from .session import Session, StepResult, internal_size
-
-
-@dataclass
-class RunConfig:
-    """What the engine needs beyond the session: where and what to write, how to resume."""
-
-    out: Path
-    options: OutputOptions
-    resume: bool = False
-    overwrite: bool = False
-    checkpoint_every: int = 100
-    checkpoint_seconds: float = 60.0
-    progress: bool = False
-    meta: dict[str, Any] | None = None
-    """Extra facts for timing.json (method, flow, weights, ...)."""
-    fingerprint: dict[str, Any] | None = None
-    """What must match for --resume (video, masks, method, options)."""
 
 
 class _Prefetch:
@@ -139,24 +122,43 @@ class _Progress:
             self.bar.stop()
 
 
-def run_video(session: Session, source: VideoSource, masks: dict[int, IndexMask], cfg: RunConfig) -> dict[str, Any]:
-    """Segment a whole video into ``cfg.out`` and return the timing summary.
+def _fingerprint(session: Session, source: VideoSource, masks: dict[int, IndexMask]) -> dict[str, Any]:
+    """What must match for ``--resume``: the video, the masks, the method and the options."""
+    opts = session.options
+    return {
+        "video": str(Path(source.path).resolve()),
+        "size_in": list(source.size),
+        "frames": source.num_frames,
+        "masks": {k: hashlib.sha256(v.ids.tobytes()).hexdigest()[:16] for k, v in masks.items()},
+        "method": session.method.name,
+        "flow": session.flow_estimator.name if session.flow_estimator is not None else None,
+        "weights": session.weights.get("sha256") if session.weights else None,
+        "size": opts.size,
+        "precision": opts.precision,
+        "device": session.device.type,
+        "method_kwargs": dict(opts.method_kwargs),
+    }
+
+
+def run_video(session: Session, source: VideoSource, masks: dict[int, IndexMask], out: Path, options: OutputOptions, *, progress: bool = False) -> dict[str, Any]:
+    """Segment a whole video into the folder ``out`` and return the timing summary.
 
     Args:
         session: a fresh session (method, flow, device, internal size).
         source: the opened video.
         masks: frame index -> masks given on that frame (index 0 required).
-        cfg: output folder, outputs, resume and checkpoint policy.
+        out: the output folder.
+        options: what to write; resume / overwrite and the checkpoint policy.
+        progress: show a progress bar on stderr.
 
     Raises:
         VostoolError: bad input, unwritable output, or an interrupted run (exit code 130).
     """
-    out = cfg.out
     if 0 not in masks:
         raise InputError("no mask for frame 0: the first frame needs a mask (--mask FILE or --mask 0:FILE)")
-    fp = _digest(cfg.fingerprint or {})
-    previous = prepare_out_dir(out, resume=cfg.resume, overwrite=cfg.overwrite)
-    if cfg.resume and previous is not None and previous.get("status") == "complete" and previous.get("fingerprint") == fp:
+    fp = _digest(_fingerprint(session, source, masks))
+    previous = prepare_out_dir(out, resume=options.resume, overwrite=options.overwrite)
+    if options.resume and previous is not None and previous.get("status") == "complete" and previous.get("fingerprint") == fp:
         print(f"vostool: {out} is already complete; nothing to resume", file=sys.stderr)
         return json.loads((out / "timing.json").read_text())["summary"]
 
@@ -164,7 +166,7 @@ def run_video(session: Session, source: VideoSource, masks: dict[int, IndexMask]
     palette = DAVIS_PALETTE if palette is None else palette
     timer = session.timer
     start = 0
-    ck = _load_checkpoint(out, fp) if cfg.resume else None
+    ck = _load_checkpoint(out, fp) if options.resume else None
     if ck is not None:
         session.load_state_dict(ck["session"])
         timer.load_state(ck["timer"])
@@ -177,18 +179,18 @@ def run_video(session: Session, source: VideoSource, masks: dict[int, IndexMask]
         "started": now_iso(),
         "vostool": __version__,
         "input": str(source.path),
-        "resumed_from_frame": start if cfg.resume else None,
+        "resumed_from_frame": start if options.resume else None,
     }
     write_run_file(out, info)
 
     writer = BackgroundWriter()
-    outputs = FrameOutputs(out, source.size, source.fps, palette, cfg.options)
-    need_rgb = cfg.options.overlay_video or cfg.options.overlay_frames
-    want_soft = cfg.options.soft
+    outputs = FrameOutputs(out, source.size, source.fps, palette, options)
+    need_rgb = options.overlay or options.overlay_frames
+    want_soft = options.soft
     # Frames before `start` are only re-read to rebuild the overlay video.
-    first = 0 if (start and cfg.options.overlay_video) else start
+    first = 0 if (start and options.overlay) else start
     frames = _Prefetch(iter(source.frames(first)), timer.add, timed_from=start)
-    progress = _Progress(cfg.progress, source.num_frames, start)
+    progress = _Progress(progress, source.num_frames, start)
     last_ck_frame, last_ck_time = start - 1, time.perf_counter()
     done = start
     status = "failed"
@@ -210,7 +212,7 @@ def run_video(session: Session, source: VideoSource, masks: dict[int, IndexMask]
             writer.submit(job)
             done = res.index + 1
             progress.advance()
-            if done - 1 - last_ck_frame >= cfg.checkpoint_every or time.perf_counter() - last_ck_time >= cfg.checkpoint_seconds:
+            if done - 1 - last_ck_frame >= options.checkpoint_every or time.perf_counter() - last_ck_time >= options.checkpoint_seconds:
                 snap, tstate = session.state_dict(), timer.state()
                 writer.submit(lambda snap=snap, tstate=tstate: _save_checkpoint(out, snap, tstate, fp))
                 last_ck_frame, last_ck_time = done - 1, time.perf_counter()
@@ -254,7 +256,7 @@ def run_video(session: Session, source: VideoSource, masks: dict[int, IndexMask]
             "input_fps": source.fps,
             "device": str(session.device),
             "precision": session.precision,
-            **(cfg.meta or {}),
+            **session.describe(),
         }
     )
     if start:

@@ -28,10 +28,13 @@ from ..flow import FlowEstimator, backward_warp
 from ..io.masks import IndexMask
 from ..io.video import VideoFrame
 from ..models.base import VOSMethod
+from ..options import PRECISION_NAMES, RunOptions
+from .device import resolve_device
 from .objects import ObjectManager
 from .timing import StageTimer
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISIONS = dict(zip(PRECISION_NAMES, (None, torch.bfloat16, torch.float16)))
+"""Precision name -> autocast dtype (None: no autocast)."""
 
 
 def internal_size(width: int, height: int, size: int | None) -> tuple[int, int]:
@@ -82,42 +85,61 @@ class StepResult:
 
 
 class Session:
-    """Per-video inference state and the frame loop's one step.
+    """Per-video inference state and the frame loop (:meth:`propagate`, one :meth:`step` per frame).
 
     Args:
-        method: the segmentation method (stateless network + per-frame rule).
+        method: the segmentation method (stateless network + per-frame rule), already on the
+            options' device (:func:`vostool.inference.builder.create_session` puts it there).
         flow: flow estimator; required when ``method.uses_flow``.
-        device: where tensors live.
-        size: internal resolution (shorter side), or None for the input resolution.
-        precision: ``fp32``, ``bf16`` or ``fp16`` (autocast around the network).
-        resize_mask: scale masks whose size differs from the video (nearest) instead of failing.
+        options: the run's options; the session uses ``device``, ``size`` (internal resolution,
+            shorter side), ``precision`` (autocast around the network) and ``resize_mask``
+            (scale masks of another size to the video instead of failing). Default: the
+            defaults on the CPU.
+        weights: what weights the method loaded (for reports; None for weightless methods).
         timer: stage timer (a new one is made if None).
     """
 
     def __init__(
         self,
         method: VOSMethod,
-        flow: FlowEstimator | None,
+        flow: FlowEstimator | None = None,
+        options: RunOptions | None = None,
         *,
-        device: torch.device | str = "cpu",
-        size: int | None = None,
-        precision: str = "fp32",
-        resize_mask: bool = False,
+        weights: dict[str, Any] | None = None,
         timer: StageTimer | None = None,
     ) -> None:
+        options = options if options is not None else RunOptions(method=method.name, device="cpu")
         if method.uses_flow and flow is None:
             raise InputError(f"method {method.name!r} needs an optical-flow backend (--flow)")
-        if precision not in PRECISIONS:
-            raise InputError(f"unknown precision {precision!r}; choose fp32, bf16 or fp16")
+        if options.precision not in PRECISIONS:
+            raise InputError(f"unknown precision {options.precision!r}; choose fp32, bf16 or fp16")
         self.method = method
         self.flow_estimator = flow
-        self.device = torch.device(device)
-        self.size = size
-        self.precision = precision
-        self.resize_mask = resize_mask
+        self.options = options
+        self.device = resolve_device(options.device)
+        self.weights = weights
         self.reset()
         if timer is not None:
             self.timer = timer
+
+    @property
+    def size(self) -> int | None:
+        """Internal resolution (shorter side), or None for the input resolution."""
+        return self.options.size
+
+    @property
+    def precision(self) -> str:
+        return self.options.precision
+
+    def describe(self) -> dict[str, Any]:
+        """What runs: method, flow, weights of both, parameter count (for reports)."""
+        return {
+            "method": self.method.name,
+            "flow": self.flow_estimator.name if self.flow_estimator is not None else None,
+            "weights": self.weights,
+            "flow_weights": self.flow_estimator.weights if self.flow_estimator is not None else None,
+            "num_parameters": self.method.num_parameters,
+        }
 
     def reset(self) -> None:
         """Forget the current video (start a new one, with a fresh stage timer)."""
@@ -150,7 +172,7 @@ class Session:
         if ids.ndim != 2:
             raise InputError(f"a mask must be a 2-D array of object ids, got shape {ids.shape}")
         if ids.shape != frame_shape:
-            if not self.resize_mask:
+            if not self.options.resize_mask:
                 raise InputError(
                     f"mask is {ids.shape[1]}x{ids.shape[0]} but the video is {frame_shape[1]}x{frame_shape[0]}; "
                     "pass --resize-mask to scale the mask to the video"

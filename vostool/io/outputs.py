@@ -23,13 +23,13 @@ import queue
 import shutil
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 from ..errors import OutputError
+from ..options import OutputOptions
 from .atomic import write_text_atomic
 from .masks import write_gray_png, write_index_png
 from .overlay import render_overlay
@@ -38,17 +38,6 @@ from .video import VideoWriter
 RUN_FILE = "run.json"
 RESUME_DIR = ".resume"
 OUTPUT_PARTS = ("masks", "overlays", "soft", "mattes", "overlay.mp4", "timing.json", "timing.csv", RUN_FILE, RESUME_DIR)
-
-
-@dataclass
-class OutputOptions:
-    """Which outputs to write besides ``masks/``."""
-
-    overlay_video: bool = True
-    overlay_frames: bool = False
-    soft: bool = False
-    mattes: bool = False
-    png_compression: int = 1
 
 
 def prepare_out_dir(out: Path, *, resume: bool, overwrite: bool) -> dict[str, Any] | None:
@@ -156,7 +145,7 @@ class FrameOutputs:
         (out / "masks").mkdir(exist_ok=True)
         if options.overlay_frames:
             (out / "overlays").mkdir(exist_ok=True)
-        self.video = VideoWriter(out / "overlay.mp4", size, fps) if options.overlay_video else None
+        self.video = VideoWriter(out / "overlay.mp4", size, fps) if options.overlay else None
 
     def write(self, name: str, rgb: np.ndarray | None, ids: np.ndarray, object_ids: list[int], soft: np.ndarray | None = None, *, masks: bool = True) -> None:
         """Write one frame's outputs.

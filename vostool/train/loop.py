@@ -328,6 +328,11 @@ class Trainer:
         export_weights(self.net, path, method=self.config.method, arch=self.config.arch, extra={"training": info, **(extra or {})})
         return Path(path)
 
+    @property
+    def shows_progress(self) -> bool:
+        """Whether :meth:`run` shows a progress bar (progress asked for and stderr is a terminal)."""
+        return self._progress(1) is not None
+
     def _progress(self, total: int) -> Any:
         if not self.progress:
             return None

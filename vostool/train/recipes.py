@@ -46,7 +46,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from ..flow import backward_warp, create_flow
+from ..flow import OPENCV_FLOWS, backward_warp, create_flow
 from ..io.masks import VOID_ID
 from ..models.blocks import soft_aggregate
 from .augment import hflip, lucid_dream_clip, random_affine, random_crop, reverse
@@ -92,8 +92,8 @@ class AGSSRecipe:
         ce_weight: weight of the auxiliary cross-entropy term.
         max_objects: at most this many objects per clip.
         flip_p / reverse_p: augmentation probabilities.
-        flow: ``"dis"`` (computed with the batch, on the CPU) or a learned flow
-            (``"raft-small"``, ``"raft-large"``: frozen, run on the training device).
+        flow: ``"dis"`` or ``"farneback"`` (OpenCV, computed with the batch on the CPU) or a
+            learned flow (``"raft-small"``, ``"raft-large"``: frozen, run on the training device).
         flow_weights: weights file or entry for a learned flow (None: the manifest's default).
     """
 
@@ -134,12 +134,13 @@ class AGSSRecipe:
         return _crop_and_relabel(clip, self.crop, rng)
 
     def flows(self, images: np.ndarray) -> np.ndarray:
-        """``(L, H, W, 3)`` uint8 -> ``(L - 1, 2, H, W)`` float32 DIS backward flow ``t+1 -> t``.
+        """``(L, H, W, 3)`` uint8 -> ``(L - 1, 2, H, W)`` float32 backward flow ``t+1 -> t`` of an
+        OpenCV estimator (``dis`` or ``farneback``).
 
-        A fresh DIS object per clip: OpenCV's DIS keeps buffers between calls that can change
+        A fresh estimator per clip: OpenCV's DIS keeps buffers between calls that can change
         later results, which would make a step depend on the steps before it (breaking exact resume).
         """
-        est = create_flow("dis")
+        est = create_flow(self.flow)
         preps = [est.prepare(torch.from_numpy(im).permute(2, 0, 1)[None].float().div(255.0)) for im in images]
         return np.stack([est.flow(preps[t + 1], preps[t]).cpu().numpy() for t in range(len(images) - 1)])
 
@@ -164,7 +165,7 @@ class AGSSRecipe:
         k = max(max(c.num_objects for c in clips), 1)
         images = torch.from_numpy(np.stack([c.images for c in clips])).permute(0, 1, 4, 2, 3).float().div_(255.0)
         labels = torch.from_numpy(np.stack([c.labels for c in clips]).astype(np.int64))
-        flows = torch.from_numpy(np.stack([self.flows(c.images) for c in clips])) if self.flow == "dis" else None
+        flows = torch.from_numpy(np.stack([self.flows(c.images) for c in clips])) if self.flow in OPENCV_FLOWS else None
         objects = torch.tensor([[1.0 if j < c.num_objects else 0.0 for j in range(k)] for c in clips])
         return Batch(images, labels, flows, objects, [c.name for c in clips])
 

@@ -43,13 +43,13 @@ def evaluate(
     Returns:
         ``{"J-Mean", "F-Mean", "J&F", "sequences": {name: {"J", "F"}}, "seconds"}``.
     """
-    from ..api import create_session
+    from ..inference.builder import create_session
 
     start = time.perf_counter()
     per_seq: dict[str, dict[str, float]] = {}
     j_all: list[float] = []
     f_all: list[float] = []
-    session = create_session(method, flow=flow, device=device, weights=weights, flow_weights=flow_weights, offline=True)
+    session = create_session(method, flow=flow, device=str(device), weights=weights, flow_weights=flow_weights, offline=True, channels_last=False)
     with torch.no_grad():
         for seq in sequences:
             session.reset()

@@ -1,0 +1,153 @@
+"""Starting or resuming a training run from :class:`~vostool.options.TrainOptions` (what
+``vostool train`` does once its options are parsed): the network's size, the training and
+held-out data, the run's :class:`~vostool.train.loop.TrainConfig`, the loop, the export."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import InputError
+from ..io.atomic import write_bytes_atomic
+from ..options import FLOW_NAMES, TrainOptions
+from .data import VideoSequence, davis16_val_split, load_dataset, read_split_file
+from .loop import TrainConfig, Trainer
+from .recipes import get_recipe
+from .synthetic import generate_dataset
+
+Say = Callable[[str], None]
+
+
+def parse_crop(text: str | None) -> list[int] | None:
+    """``"224x320"`` -> ``[224, 320]`` (height, width); None or ``"none"`` -> None."""
+    if not text or text.lower() == "none":
+        return None
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise InputError(f"--crop must look like 224x320 (height x width), got {text!r}") from None
+    if h < 32 or w < 32:
+        raise InputError(f"--crop {text} is too small; use at least 32x32")
+    return [h, w]
+
+
+def network_arch(options: TrainOptions) -> dict[str, Any]:
+    """Builder keyword arguments of the network to train (variant, then explicit sizes); checks they fit the method."""
+    from ..models import create_method, method_info
+
+    info = method_info(options.method)
+    arch = dict(info.tiny) if options.variant == "tiny" else {}
+    arch.update({k: v for k, v in dict(depth=options.depth, base_width=options.base_width, mdim=options.mdim).items() if v is not None})
+    if "freeze_bn" in inspect.signature(info.builder).parameters:
+        arch["freeze_bn"] = options.freeze_bn
+    try:
+        create_method(options.method, **arch)
+    except TypeError as exc:
+        raise InputError(
+            f"network options {sorted(k for k in arch if k != 'freeze_bn')} do not all apply to method {options.method!r} ({exc}); drop the ones it does not have"
+        ) from None
+    return arch
+
+
+def held_out_names(data_root: Path, val_split: str) -> list[str]:
+    """The validation sequences: a split file, ``davis16`` (the shipped split), ``auto`` (davis16
+    when all its sequences are in ``data_root``, else none) or ``none``."""
+    if val_split == "none":
+        return []
+    if val_split in ("auto", "davis16"):
+        names = davis16_val_split()
+        ann = [p for p in data_root.glob("Annotations/*") if p.is_dir()]
+        have = {q.name for a in ann for q in a.iterdir()} | {q.name for q in (data_root / "Annotations").glob("*") if q.is_dir()}
+        if all(n in have for n in names):
+            return names
+        if val_split == "davis16":
+            raise InputError(f"the davis16 validation sequences are not all in {data_root}; give --val-split none or a split file")
+        return []
+    return read_split_file(val_split)
+
+
+def _resumed(options: TrainOptions) -> TrainOptions:
+    """On ``--resume``, the data settings stored in the run folder win over the defaults."""
+    cfg_path = options.out / "config.json"
+    if not (options.resume and cfg_path.is_file()):
+        return options
+    stored_cfg = json.loads(cfg_path.read_text())
+    stored = stored_cfg.get("data", {})
+    return dataclasses.replace(
+        options,
+        seed=int(stored_cfg.get("seed", options.seed)),
+        data_root=options.data_root or (Path(stored["root"]) if stored.get("root") else None),
+        synthetic=options.synthetic or int(stored.get("synthetic", 0)),
+        size=int(stored.get("size", options.size)),
+        val_split=stored.get("val_split", options.val_split),
+        max_sequences=options.max_sequences or stored.get("max_sequences"),
+    )
+
+
+def load_training_data(options: TrainOptions, say: Say) -> tuple[list[VideoSequence], list[VideoSequence], list[str]]:
+    """``(training videos, validation videos, validation names)`` read at height ``options.size``."""
+    if options.data_root is None and not options.synthetic:
+        raise InputError("no training data: give --data ROOT (DAVIS or YouTube-VOS) and/or --synthetic N")
+    root = options.data_root
+    val_names = held_out_names(root, options.val_split) if root is not None else []
+    sequences: list[VideoSequence] = []
+    if root is not None:
+        say(f"vostool: reading {root} (height {options.size}) ...")
+        sequences = load_dataset(root, exclude=val_names, height=options.size, max_sequences=options.max_sequences)
+    if options.synthetic:
+        width = sequences[0].images.shape[2] if sequences else round(options.size * 16 / 9)
+        sequences += generate_dataset(options.seed, options.synthetic, size=(options.size, int(width)))
+    val_sequences = load_dataset(root, include=val_names, height=options.size) if root is not None and val_names else []
+    say(f"vostool: {len(sequences)} training videos ({sum(len(s) for s in sequences)} frames), {len(val_sequences)} validation videos")
+    return sequences, val_sequences, val_names
+
+
+def run_training(options: TrainOptions, *, quiet: bool = False, say: Say | None = None) -> Trainer:
+    """Train (or resume) as ``options`` say; returns the trainer after its last step.
+
+    Args:
+        options: the parsed options of ``vostool train``.
+        quiet: no progress bar and no log lines.
+        say: where log lines go (default: nowhere).
+    """
+    import torch
+
+    from ..inference.device import resolve_device
+
+    say = say if say is not None and not quiet else (lambda m: None)
+    get_recipe(options.method)  # one-line error for methods without a recipe
+    if options.flow != "auto" and options.flow not in FLOW_NAMES:
+        raise InputError(f"unknown flow {options.flow!r}; choose auto or one of: {', '.join(FLOW_NAMES)}")
+    if options.threads:
+        import cv2
+
+        torch.set_num_threads(options.threads)
+        cv2.setNumThreads(options.threads)
+    dev = resolve_device(options.device)
+    arch = network_arch(options)
+    options = _resumed(options)
+    sequences, val_sequences, val_names = load_training_data(options, say)
+    cfg = TrainConfig(
+        method=options.method, arch=arch, steps=options.steps if options.steps is not None else (0 if options.resume else 1000), batch=options.batch,
+        lr=options.lr, seed=options.seed, crop=parse_crop(options.crop), tolerance=options.tolerance, ce_weight=options.ce_weight,
+        checkpoint_every=options.checkpoint_every, val_every=options.val_every, grad_clip=options.grad_clip, bn_recalibrate=options.bn_recalibrate,
+        flow=options.flow if options.flow != "auto" else ("raft-small" if dev.type == "cuda" else "dis"), flow_weights=options.flow_weights, init=options.init,
+        data={"root": str(options.data_root) if options.data_root else None, "size": options.size, "synthetic": options.synthetic, "val_split": options.val_split,
+              "val_sequences": val_names, "train_sequences": len(sequences), "max_sequences": options.max_sequences},
+    )
+    trainer = Trainer(cfg, sequences, val_sequences, out=options.out, device=dev, resume=options.resume, progress=not quiet)
+    log = trainer.run(stop_at=options.stop_at, time_limit_s=options.time_limit * 60 if options.time_limit else None, on_log=None if trainer.shows_progress else say)
+    final = options.out / "final.safetensors"
+    if options.export_path is not None:
+        if not final.is_file():  # stopped early (time limit, --stop-at): finish with what there is
+            trainer.finish(say)
+        options.export_path.parent.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(options.export_path, final.read_bytes())
+    if log["validation"]:
+        v = log["validation"][-1]
+        say(f"vostool: step {v['step']}: validation J&F {v['J&F']:.3f} (J {v['J-Mean']:.3f}, F {v['F-Mean']:.3f})")
+    say(f"vostool: step {trainer.step}/{trainer.config.steps} -> {options.out}")
+    return trainer
