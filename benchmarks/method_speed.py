@@ -6,7 +6,8 @@ weights; ``--variant tiny`` builds the tiny variant each method registers next t
 every registered method.
 
 Each (method, objects) cell: a synthetic clip at ``--size`` (854x480 by default) with that many
-moving discs; frame 0's masks are memorized (not timed); ``--warmup`` frames run untimed, then
+moving textured objects (:func:`vostool.datasets.speed_clip`); frame 0's masks are memorized
+(not timed); ``--warmup`` frames run untimed, then
 ``--frames`` frames are timed, ``--repeats`` times; the table gives the median FPS, its ratio to
 the 1-object median of the same method measured in the same invocation, and median per-stage ms.
 
@@ -45,6 +46,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from vostool.datasets import speed_clip  # noqa: E402
 from vostool.inference.session import PRECISIONS, Session  # noqa: E402
 from vostool.inference.timing import StageTimer  # noqa: E402
 from vostool.io.atomic import atomic_path, write_text_atomic  # noqa: E402
@@ -52,29 +54,6 @@ from vostool.models import available_methods, create_method  # noqa: E402
 from vostool.models.base import VOSMethod, no_stage  # noqa: E402
 from vostool.models.registry import VARIANTS  # noqa: E402
 from vostool.options import RunOptions  # noqa: E402
-
-
-def moving_discs(n_frames: int, h: int, w: int, k: int, seed: int = 0) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """A textured background with ``k`` coloured discs moving right: ``(H, W, 3)`` uint8 frames
-    and ``(H, W)`` uint8 id maps (0 = background, 1..k)."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w]
-    base = (rng.random((h // 8 + 1, w // 8 + 1, 3)) * 120 + 60).repeat(8, 0).repeat(8, 1)[:h, :w]
-    colours = rng.integers(0, 255, (k, 3))
-    cols = int(np.ceil(np.sqrt(k)))
-    rows = int(np.ceil(k / cols))
-    r = 0.3 * min(h / rows, w / cols)
-    frames, ids = [], []
-    for t in range(n_frames):
-        img, lab = base.copy(), np.zeros((h, w), np.uint8)
-        for i in range(k):
-            cy = h * (i // cols + 0.5) / rows
-            cx = w * (i % cols + 0.5) / cols + 2 * t
-            disc = (yy - cy) ** 2 + (xx - cx) ** 2 < r * r
-            img[disc], lab[disc] = colours[i], i + 1
-        frames.append(img.astype(np.uint8))
-        ids.append(lab)
-    return frames, ids
 
 
 def _sync(device: torch.device) -> None:
@@ -148,7 +127,8 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         method = create_method(name, variant=args.variant).to(device, channels_last=args.channels_last).eval()
         base_fps = None
         for k in args.objects:
-            frames, ids = moving_discs(1 + args.warmup + args.frames, h, w, k)
+            frames, first = speed_clip(k, h, 1 + args.warmup + args.frames, width=w)
+            ids = [first]
             if args.flow == "none":
                 fps, stages = _network_runs(method, frames, ids, k, args, device)
             else:

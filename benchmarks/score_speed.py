@@ -28,7 +28,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from vostool.bench.datasets import Dataset, open_dataset, read_annotation
+from vostool.datasets import Dataset, open_dataset, read_annotation
 from vostool.bench.scoring import evaluate
 from vostool.bench.metrics import boundary_radius, disk, f_from_counts
 from vostool.bench.reference import reference_boundary, reference_f, reference_j

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from vostool.bench.datasets import open_dataset
+from vostool.datasets import open_dataset
 from vostool.bench.scoring import evaluate
 from vostool.bench.metrics import statistics
 from vostool.bench.reference import reference_f, reference_j
@@ -353,7 +353,7 @@ def test_root_cli_registers_bench() -> None:
 
 
 def test_binary_ids_of_each_annotation_style() -> None:
-    from vostool.bench.datasets import binary_ids
+    from vostool.datasets import binary_ids
 
     gray = np.array([[0, 255], [255, 0]], np.uint8)
     assert binary_ids(gray).tolist() == [[0, 1], [1, 0]]

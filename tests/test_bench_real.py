@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from vostool.bench.datasets import open_dataset, read_annotation
+from vostool.datasets import open_dataset, read_annotation
 from vostool.bench.scoring import evaluate
 from vostool.bench.metrics import frame_scores
 from vostool.bench.reference import reference_f, reference_j

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from vostool.train.augment import hflip, lucid_dream_clip, reverse
-from vostool.train.data import ClipSampler, davis16_val_split, load_dataset
-from vostool.train.synthetic import generate_dataset
+from vostool.datasets import davis16_val_split, generate_dataset, load_dataset
+from vostool.train.sampling import ClipSampler
 
 
 def test_val_split_follows_its_documented_rule(shared_dir: Path) -> None:

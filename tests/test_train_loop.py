@@ -16,7 +16,7 @@ from vostool.cli import cli
 from vostool.errors import VostoolError
 from vostool.train.loop import TrainConfig, Trainer
 from vostool.train.recipes import AGSSRecipe, get_recipe
-from vostool.train.synthetic import generate_dataset
+from vostool.datasets import generate_dataset
 from vostool.weights import load_state_dict
 
 TINY = dict(depth=18, base_width=8, mdim=16, freeze_bn=False)

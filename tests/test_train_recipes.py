@@ -13,7 +13,7 @@ from synthetic import train_steps
 from vostool.cli import cli
 from vostool.models import create_method, method_info
 from vostool.train.recipes import get_recipe
-from vostool.train.synthetic import generate_dataset
+from vostool.datasets import generate_dataset
 from vostool.weights import load_state_dict
 
 

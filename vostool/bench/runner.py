@@ -1,10 +1,8 @@
 """Running a method over a benchmark: frames -> session -> ``<results>/<seq>/<frame>.png`` -> scoring.
 
 Each sequence gets a fresh session state (``session.reset()``) and a fresh stage timer. The
-masks given to the session are the benchmark's: DAVIS gives the first annotated frame;
-YouTube-VOS gives each object on the frame where ``meta.json`` first lists it (only that
-object's pixels, so the others keep their propagated masks). While the method runs on the
-next sequence, the finished one is scored in a worker process.
+masks given to the session are the benchmark's (:meth:`vostool.datasets.Dataset.given_masks`).
+While the method runs on the next sequence, the finished one is scored in a worker process.
 """
 
 from __future__ import annotations
@@ -14,32 +12,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-import numpy as np
-
+from ..datasets import Dataset, SequenceInfo
 from ..errors import InputError
 from ..io.masks import write_index_png
-from .datasets import Dataset, SequenceInfo, read_annotation
 from .scoring import BenchResult, MethodRun, Scorer, SequenceResult, make_tasks
 
 if TYPE_CHECKING:
     from ..inference.session import Session
-
-
-def given_masks(dataset: Dataset, seq: SequenceInfo) -> dict[str, np.ndarray]:
-    """Frame stem -> ``(H, W)`` uint8 ids given to the method on that frame."""
-    if seq.objects is None:
-        if not seq.annotated:
-            raise InputError(f"sequence {seq.name} has no annotation PNG in {seq.annotation_dir}; the first frame's mask is needed")
-        return {seq.annotated[0]: read_annotation(seq.annotation_path(seq.annotated[0]), dataset.binary)}
-    masks: dict[str, np.ndarray] = {}
-    for stem in sorted(set(seq.objects.values())):
-        new = [k for k, f in seq.objects.items() if f == stem]
-        path = seq.annotation_path(stem)
-        if not path.is_file():
-            raise InputError(f"{seq.name}: meta.json gives objects {new} on frame {stem} but {path} does not exist")
-        ids = read_annotation(path, False)
-        masks[stem] = np.where(np.isin(ids, new), ids, 0).astype(np.uint8)
-    return masks
 
 
 def run_sequence(session: "Session", dataset: Dataset, seq: SequenceInfo, out_dir: Path) -> MethodRun:
@@ -48,7 +27,7 @@ def run_sequence(session: "Session", dataset: Dataset, seq: SequenceInfo, out_di
 
     if seq.image_dir is None:
         raise InputError(f"no frames for sequence {seq.name}: its JPEGImages folder is missing under {dataset.root}")
-    masks = given_masks(dataset, seq)
+    masks = dataset.given_masks(seq)
     first = seq.frames[0] if seq.frames else None
     if first not in masks:
         raise InputError(f"sequence {seq.name}: the first frame {first} has no given mask (first mask is on {min(masks)})")

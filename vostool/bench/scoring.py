@@ -32,8 +32,8 @@ import cv2
 import numpy as np
 
 from ..errors import InputError
-from ..io.masks import read_index_png
-from .datasets import VOID_ID, Dataset, SequenceInfo, binary_ids, read_annotation
+from ..datasets import Dataset, SequenceInfo, binary_ids, read_annotation
+from ..io.masks import VOID_ID, read_index_png
 from .metrics import Stats, boundary_radius, frame_scores, statistics
 
 log = logging.getLogger(__name__)
@@ -311,7 +311,7 @@ def evaluate(
     """Score the predictions in ``results_dir`` against ``dataset``.
 
     Args:
-        dataset: the benchmark split (:func:`vostool.bench.datasets.open_dataset`).
+        dataset: the benchmark split (:func:`vostool.datasets.open_dataset`).
         results_dir: folder with ``<seq>/<frame>.png`` predictions.
         workers: parallel processes (1 = in this process).
         resize: scale predictions of another size to the ground truth (nearest neighbour).

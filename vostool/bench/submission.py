@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..io.atomic import atomic_path
-from .datasets import Dataset
+from ..datasets import Dataset
 
 
 def submission_entries(dataset: Dataset, results_dir: str | os.PathLike[str]) -> list[tuple[Path, str]]:

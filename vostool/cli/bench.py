@@ -75,13 +75,13 @@ def bench(dataset: str, root: Path | None, split: str, resolution: str | None, s
     from rich.console import Console
 
     handler = _EchoHandler(logging.WARNING)
-    logger = logging.getLogger("vostool.bench")
+    logger = logging.getLogger("vostool")  # warnings of the dataset layer and of scoring
     logger.addHandler(handler)
     logger.propagate = False
     console = Console(stderr=True, quiet=quiet)
 
     def open_root() -> Any:
-        from ..bench.datasets import open_dataset
+        from ..datasets import open_dataset
 
         only = [s for s in (sequences or "").split(",") if s] or None
         return open_dataset(root, kind=dataset, split=split, resolution=resolution, sequences=only)
@@ -169,7 +169,8 @@ def _speed(ds: Any, runs: list[RunOptions], counts: list[int], height: int, fram
     from rich.table import Table
 
     from ..bench.report import plot_speed
-    from ..bench.speed import real_clip, speed_table, synthetic_clip
+    from ..bench.speed import real_clip, speed_table
+    from ..datasets import speed_clip
     from ..inference.builder import create_session
     from ..io.atomic import write_text_atomic
 
@@ -178,7 +179,7 @@ def _speed(ds: Any, runs: list[RunOptions], counts: list[int], height: int, fram
         clip_for = lambda k: real_clip(ds, seq, k, height, frames)  # noqa: E731
         source = f"{ds.kind}/{seq.name}"
     else:
-        clip_for = lambda k: synthetic_clip(k, height, frames)  # noqa: E731
+        clip_for = lambda k: speed_clip(k, height, frames)  # noqa: E731
         source = "synthetic"
     labels = [r.method + (f" ({r.flow})" if r.flow else "") for r in runs]
     rows = speed_table(list(zip(labels, [lambda r=r: create_session(r) for r in runs])), counts, clip_for,

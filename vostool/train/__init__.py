@@ -1,8 +1,8 @@
 """Training of the learned methods (``vostool train``).
 
-* :mod:`.data` — DAVIS / YouTube-VOS readers into memory and the deterministic clip sampler.
+* :mod:`.run` — a run from the options of ``vostool train``: network size, data, held-out split.
+* :mod:`.sampling` — the deterministic clip sampler (videos are read by :mod:`vostool.datasets`).
 * :mod:`.augment` — flips, reversal, crops, affine; "lucid dream" clip synthesis (SAVOS).
-* :mod:`.synthetic` — generator of synthetic videos (pretraining from scratch, tests).
 * :mod:`.losses` — instance IoU loss (AGSS-VOS eq. 7), cross-entropy, tolerance rule.
 * :mod:`.recipes` — each paper's recipe (batches and losses) for agss, savos, embedding, ovsnet.
 * :mod:`.loop` — the trainer: checkpoints, exact ``--resume``, validation, fp16 export.

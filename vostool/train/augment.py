@@ -1,6 +1,6 @@
 """Clip augmentations (numpy, uint8) and "lucid dream" synthesis of training videos.
 
-Every function takes a :class:`~vostool.train.data.Clip` (``images (L, H, W, 3)`` uint8,
+Every function takes a :class:`~vostool.train.sampling.Clip` (``images (L, H, W, 3)`` uint8,
 ``labels (L, H, W)`` uint8 with 255 = void) and an ``np.random.Generator`` and returns a new
 clip; geometry is applied identically to images (bilinear) and labels (nearest).
 
@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from ..io.masks import VOID_ID
-from .data import Clip, relabel_clip
+from .sampling import Clip, relabel_clip
 
 
 def hflip(clip: Clip) -> Clip:

@@ -10,7 +10,7 @@ A run folder holds:
 * ``final.safetensors`` — compact fp16 export (:func:`export_weights`).
 
 Determinism: the network is initialised from ``torch.manual_seed(seed)``; the data of step ``s``
-is a pure function of ``(seed, s)`` (:meth:`~vostool.train.data.ClipSampler.sample`); the
+is a pure function of ``(seed, s)`` (:meth:`~vostool.train.sampling.ClipSampler.sample`); the
 learning rate is a pure function of the step (poly: ``lr * (1 - s / steps) ** power``). So a run
 resumed from a checkpoint continues bit-identically to an uninterrupted one (on the same device
 and thread count).
@@ -32,7 +32,7 @@ from ..io.atomic import atomic_path, write_text_atomic
 from ..models import create_method
 from ..weights import load_into, save_state_dict
 from ..weights.serialization import load_state_dict
-from .data import VideoSequence
+from ..datasets import VideoSequence
 from .recipes import get_recipe
 
 
@@ -235,9 +235,9 @@ class Trainer:
 
     def validate(self) -> dict[str, Any]:
         """J&F on the validation sequences (the run's flow, at the sequences' resolution)."""
-        from .validate import evaluate
+        from .validate import validation_scores
 
-        res = evaluate(self.method, self.val_sequences, flow=self.config.flow, flow_weights=self.config.flow_weights, device=self.device)
+        res = validation_scores(self.method, self.val_sequences, flow=self.config.flow, flow_weights=self.config.flow_weights, device=self.device)
         self.net.train()
         return res
 

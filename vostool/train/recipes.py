@@ -50,7 +50,7 @@ from ..flow import OPENCV_FLOWS, backward_warp, create_flow
 from ..io.masks import VOID_ID
 from ..models.blocks import soft_aggregate
 from .augment import hflip, lucid_dream_clip, random_affine, random_crop, reverse
-from .data import Clip, ClipSampler
+from .sampling import Clip, ClipSampler
 from .losses import aggregated_cross_entropy, apply_tolerance, instance_iou_loss
 
 TRAINABLE = ("agss", "savos", "embedding", "ovsnet")

@@ -13,10 +13,9 @@ from typing import Any, Callable
 from ..errors import InputError
 from ..io.atomic import write_bytes_atomic
 from ..options import FLOW_NAMES, TrainOptions
-from .data import VideoSequence, davis16_val_split, load_dataset, read_split_file
+from ..datasets import VideoSequence, generate_dataset, held_out_names, load_dataset
 from .loop import TrainConfig, Trainer
 from .recipes import get_recipe
-from .synthetic import generate_dataset
 
 Say = Callable[[str], None]
 
@@ -50,23 +49,6 @@ def network_arch(options: TrainOptions) -> dict[str, Any]:
             f"network options {sorted(k for k in arch if k != 'freeze_bn')} do not all apply to method {options.method!r} ({exc}); drop the ones it does not have"
         ) from None
     return arch
-
-
-def held_out_names(data_root: Path, val_split: str) -> list[str]:
-    """The validation sequences: a split file, ``davis16`` (the shipped split), ``auto`` (davis16
-    when all its sequences are in ``data_root``, else none) or ``none``."""
-    if val_split == "none":
-        return []
-    if val_split in ("auto", "davis16"):
-        names = davis16_val_split()
-        ann = [p for p in data_root.glob("Annotations/*") if p.is_dir()]
-        have = {q.name for a in ann for q in a.iterdir()} | {q.name for q in (data_root / "Annotations").glob("*") if q.is_dir()}
-        if all(n in have for n in names):
-            return names
-        if val_split == "davis16":
-            raise InputError(f"the davis16 validation sequences are not all in {data_root}; give --val-split none or a split file")
-        return []
-    return read_split_file(val_split)
 
 
 def _resumed(options: TrainOptions) -> TrainOptions:

@@ -17,10 +17,10 @@ import torch
 from ..bench.metrics import boundary_radius, frame_scores
 from ..io.masks import VOID_ID
 from ..models.base import VOSMethod
-from .data import VideoSequence
+from ..datasets import VideoSequence
 
 
-def evaluate(
+def validation_scores(
     method: str | VOSMethod,
     sequences: Sequence[VideoSequence],
     *,

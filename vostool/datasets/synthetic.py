@@ -4,7 +4,8 @@ Each video has several objects (random blobs, ellipses and polygons, each with i
 that translate along smooth paths, grow and shrink, rotate, and pass in front of each other
 (a per-video depth order that may swap halfway), over a large textured background seen through
 a camera window that pans. Labels are exact (rendered with the objects), so the videos serve for
-pretraining from scratch and as realistic test data that the repository does not have to ship.
+pretraining from scratch, as realistic test data that the repository does not have to ship, and
+as the clips of speed measurements without a dataset (:func:`speed_clip`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import math
 import cv2
 import numpy as np
 
-from .data import VideoSequence
+from ..errors import InputError
+from .sequences import VideoSequence
 
 
 def texture(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
@@ -75,6 +77,7 @@ def generate_video(
     length: int = 24,
     size: tuple[int, int] = (240, 427),
     num_objects: int | tuple[int, int] = (1, 4),
+    object_size: tuple[float, float] = (0.25, 0.55),
     name: str = "synthetic",
 ) -> VideoSequence:
     """Render one synthetic video.
@@ -84,6 +87,7 @@ def generate_video(
         length: number of frames.
         size: ``(H, W)`` of the frames.
         num_objects: an exact count or an inclusive ``(min, max)`` range.
+        object_size: range of an object's size as a fraction of ``min(H, W)``.
         name: sequence name.
 
     Returns:
@@ -100,7 +104,7 @@ def generate_video(
     objects = []
     base = min(H, W)
     for _ in range(k):
-        s = int(base * rng.uniform(0.25, 0.55))
+        s = int(base * rng.uniform(*object_size))
         objects.append(
             dict(
                 mask=shape_mask(rng, s),
@@ -145,3 +149,22 @@ def generate_video(
 def generate_dataset(seed: int, count: int, **kwargs: object) -> list[VideoSequence]:
     """``count`` synthetic videos named ``synthetic-<seed>-<i>`` (kwargs go to :func:`generate_video`)."""
     return [generate_video(np.random.default_rng([seed, i]), name=f"synthetic-{seed}-{i}", **kwargs) for i in range(count)]  # type: ignore[arg-type]
+
+
+def speed_clip(num_objects: int, height: int = 480, frames: int = 30, *, width: int | None = None, seed: int = 0) -> tuple[list[np.ndarray], np.ndarray]:
+    """A clip for speed measurements (16:9 unless ``width`` is given): ``frames`` RGB frames
+    ``(H, W, 3)`` uint8 and the ``(H, W)`` uint8 ids of its first frame, on which all
+    ``num_objects`` objects are visible.
+
+    Raises:
+        InputError: ``num_objects`` outside 1..254, or no placement shows them all (too many
+            objects for the frame size).
+    """
+    if num_objects < 1 or num_objects > 254:
+        raise InputError(f"--objects must be between 1 and 254, got {num_objects}")
+    width = width or int(round(height * 16 / 9 / 2)) * 2
+    for attempt in range(20):
+        video = generate_video(np.random.default_rng([seed, attempt]), length=frames, size=(height, width), num_objects=num_objects, object_size=(0.12, 0.3))
+        if len(np.unique(video.labels[0])) == num_objects + 1:
+            return list(video.images), video.labels[0]
+    raise InputError(f"cannot place {num_objects} visible objects in a {height}p frame; use fewer --objects")

@@ -14,7 +14,9 @@
 
 ``<res>`` is ``480p`` by default or any folder under ``Annotations`` (``Full-Resolution``,
 ``1080p``, ``240p``, ...). A missing split file falls back to every sequence folder, with a
-warning. Nothing is read from images here; annotations are read by :func:`read_annotation`.
+warning. Nothing is read from images here; annotations are read by
+:func:`vostool.datasets.annotations.read_annotation`, and training sets are read into memory by
+:func:`vostool.datasets.sequences.load_dataset`, both through this layout.
 """
 
 from __future__ import annotations
@@ -25,16 +27,16 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from ..errors import InputError
-from ..io.masks import read_index_png
+from ..io.masks import VOID_ID, read_index_png
+from .annotations import read_annotation
+from .splits import read_split_file
 
 log = logging.getLogger(__name__)
 
 KINDS = ("davis17", "davis16", "ytvos")
-VOID_ID = 255
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
@@ -64,6 +66,12 @@ class SequenceInfo:
     def annotation_path(self, stem: str) -> Path:
         return self.annotation_dir / f"{stem}.png"
 
+    def frame_path(self, stem: str) -> Path | None:
+        """The image of frame ``stem`` (None when there is none)."""
+        if self.image_dir is None:
+            return None
+        return next((p for p in (self.image_dir / f"{stem}{s}" for s in IMAGE_SUFFIXES) if p.is_file()), None)
+
 
 @dataclass
 class Dataset:
@@ -86,29 +94,23 @@ class Dataset:
                 return s
         raise InputError(f"sequence {name!r} is not in {self.kind} {self.split}")
 
-
-def binary_ids(raw: np.ndarray) -> np.ndarray:
-    """``(H, W)`` uint8 stored values -> ids of a one-object (DAVIS 2016) mask, 0/1 uint8.
-
-    0/255 (or 0/1) files: every nonzero pixel is object 1. Palette files with several ids and
-    void: the union of the objects, void (255) excluded.
-    """
-    if raw.max() == VOID_ID:
-        objects = cv2.inRange(raw, 1, VOID_ID - 1)
-        if cv2.countNonZero(objects):
-            return objects // VOID_ID
-    return cv2.threshold(raw, 0, 1, cv2.THRESH_BINARY)[1]
-
-
-def read_annotation(path: str | os.PathLike[str], binary: bool) -> np.ndarray:
-    """Ground-truth ids ``(H, W)`` uint8 as the semi-supervised evaluation sees them (void -> 0)."""
-    raw = read_index_png(path)
-    if binary:
-        return binary_ids(raw)
-    if raw.max() == VOID_ID:
-        raw = raw.copy()
-        raw[raw == VOID_ID] = 0
-    return raw
+    def given_masks(self, seq: SequenceInfo) -> dict[str, np.ndarray]:
+        """Frame stem -> ``(H, W)`` uint8 ids the semi-supervised protocol gives on that frame:
+        DAVIS gives the first annotated frame; YouTube-VOS gives each object on the frame where
+        ``meta.json`` first lists it (only that object's pixels)."""
+        if seq.objects is None:
+            if not seq.annotated:
+                raise InputError(f"sequence {seq.name} has no annotation PNG in {seq.annotation_dir}; the first frame's mask is needed")
+            return {seq.annotated[0]: read_annotation(seq.annotation_path(seq.annotated[0]), self.binary)}
+        masks: dict[str, np.ndarray] = {}
+        for stem in sorted(set(seq.objects.values())):
+            new = [k for k, f in seq.objects.items() if f == stem]
+            path = seq.annotation_path(stem)
+            if not path.is_file():
+                raise InputError(f"{seq.name}: meta.json gives objects {new} on frame {stem} but {path} does not exist")
+            ids = read_annotation(path, False)
+            masks[stem] = np.where(np.isin(ids, new), ids, 0).astype(np.uint8)
+        return masks
 
 
 def _stems(folder: Path, suffixes: tuple[str, ...]) -> list[str]:
@@ -123,26 +125,22 @@ def _subdirs(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def _read_split_file(path: Path) -> list[str]:
-    """Sequence names of a split file: one name per line, or original-release file-pair lines."""
-    names: list[str] = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        first = line.split()[0]
-        name = Path(first).parent.name if "/" in first else first
-        if name not in names:
-            names.append(name)
-    return names
+def _is_ytvos(folder: Path, need_meta: bool) -> bool:
+    """A YouTube-VOS split folder: ``meta.json``, or (when it is not needed) frames directly in
+    ``JPEGImages/<video>/`` next to ``Annotations/``."""
+    if (folder / "meta.json").is_file():
+        return True
+    jpeg = folder / "JPEGImages"
+    if need_meta or not (jpeg.is_dir() and (folder / "Annotations").is_dir()):
+        return False
+    first = next((p for p in sorted(jpeg.iterdir()) if p.is_dir()), None)
+    return first is not None and any(first.glob("*.jpg"))
 
 
-def _find_ytvos_dir(root: Path, split: str) -> Path | None:
-    if (root / "meta.json").is_file():
-        return root
-    for s in (split, "valid" if split == "val" else split):
-        if (root / s / "meta.json").is_file():
-            return root / s
+def _find_ytvos_dir(root: Path, split: str, need_meta: bool) -> Path | None:
+    for folder in (root, root / split, root / "valid" if split == "val" else root / split):
+        if _is_ytvos(folder, need_meta):
+            return folder
     return None
 
 
@@ -182,7 +180,7 @@ def _detect_davis_kind(root: Path, split: str, resolution: str) -> str:
     raise InputError(f"no annotation PNGs under {ann}")
 
 
-def _open_davis(root: Path, kind: str, split: str, resolution: str | None, only: list[str] | None) -> Dataset:
+def _open_davis(root: Path, kind: str, split: str, resolution: str | None, only: list[str] | None, every_sequence: bool) -> Dataset:
     res = _pick_resolution(root, resolution)
     if kind == "auto":
         kind = _detect_davis_kind(root, split, res)
@@ -190,12 +188,14 @@ def _open_davis(root: Path, kind: str, split: str, resolution: str | None, only:
     img_root = root / "JPEGImages" / res
     split_file = next((p for p in _split_candidates(root, kind, split, res) if p.is_file()), None)
     folders = _subdirs(ann_root)
-    if split_file is None:
+    if every_sequence:
+        names = folders
+    elif split_file is None:
         tried = ", ".join(str(p.relative_to(root)) for p in _split_candidates(root, kind, split, res))
         log.warning("no split file for %r (looked for %s); scoring every sequence folder in %s (%d)", split, tried, ann_root, len(folders))
         names = folders
     else:
-        names = _read_split_file(split_file)
+        names = read_split_file(split_file)
         missing = [n for n in names if n not in folders and (not only or n in only)]
         if missing:
             more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
@@ -219,16 +219,21 @@ def _open_davis(root: Path, kind: str, split: str, resolution: str | None, only:
 
 
 def _open_ytvos(split_dir: Path, root: Path, split: str) -> Dataset:
-    try:
-        meta = json.loads((split_dir / "meta.json").read_text(encoding="utf-8"))
-        videos = meta["videos"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise InputError(f"cannot read {split_dir / 'meta.json'}: {exc}; it must be YouTube-VOS meta.json with a 'videos' map") from None
+    if not (split_dir / "meta.json").is_file():  # a training folder: every annotated video, objects from the first frame
+        names = _subdirs(split_dir / "Annotations")
+        videos: dict[str, dict] = {}
+    else:
+        try:
+            meta = json.loads((split_dir / "meta.json").read_text(encoding="utf-8"))
+            videos = meta["videos"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise InputError(f"cannot read {split_dir / 'meta.json'}: {exc}; it must be YouTube-VOS meta.json with a 'videos' map") from None
+        names = sorted(videos)
     seqs = []
-    for name in sorted(videos):
+    for name in names:
         objects: dict[int, str] = {}
         submit: set[str] = set()
-        for oid, obj in videos[name].get("objects", {}).items():
+        for oid, obj in videos.get(name, {}).get("objects", {}).items():
             frames = sorted(str(f) for f in obj.get("frames", []))
             if frames:
                 objects[int(oid)] = frames[0]
@@ -241,8 +246,8 @@ def _open_ytvos(split_dir: Path, root: Path, split: str) -> Dataset:
                 image_dir=image_dir if image_dir.is_dir() else None,
                 annotated=_stems(split_dir / "Annotations" / name, (".png",)),
                 frames=_stems(image_dir, IMAGE_SUFFIXES),
-                objects=dict(sorted(objects.items())),
-                submit=sorted(submit),
+                objects=dict(sorted(objects.items())) if videos else None,
+                submit=sorted(submit) if videos else None,
             )
         )
     return Dataset("ytvos", root, split_dir.name if split_dir != root else split, None, seqs)
@@ -255,8 +260,10 @@ def open_dataset(
     split: str = "val",
     resolution: str | None = None,
     sequences: list[str] | None = None,
+    every_sequence: bool = False,
+    need_meta: bool = True,
 ) -> Dataset:
-    """Open a benchmark folder.
+    """Open a benchmark (or training) folder.
 
     Args:
         root: dataset root (the folder holding ``Annotations`` or ``meta.json``).
@@ -264,6 +271,11 @@ def open_dataset(
         split: split name (``val``, ``train``, ``test-dev``, ``valid`` ...).
         resolution: DAVIS resolution folder; ``480p`` or the only one present when None.
         sequences: keep only these sequences (in this order).
+        every_sequence: every sequence folder, whatever the split file lists (``split`` still
+            decides the DAVIS kind and the YouTube-VOS folder).
+        need_meta: a YouTube-VOS folder must have ``meta.json`` (benchmarks: it says where each
+            object is given and which frames a submission holds); without it (training sets),
+            its videos are the annotation folders and objects are those of the first frame.
 
     Raises:
         InputError: the folder is not a benchmark of that kind, or a sequence is missing.
@@ -273,13 +285,13 @@ def open_dataset(
         raise InputError(f"dataset root not found: {root}")
     if kind not in (*KINDS, "auto"):
         raise InputError(f"unknown dataset {kind!r}; choose one of: auto, {', '.join(KINDS)}")
-    ytvos_dir = _find_ytvos_dir(root, split) if kind in ("ytvos", "auto") else None
+    ytvos_dir = _find_ytvos_dir(root, split, need_meta) if kind in ("ytvos", "auto") else None
     if kind == "ytvos" and ytvos_dir is None:
         raise InputError(f"no meta.json in {root} or {root / split}; point --root at a YouTube-VOS folder")
     if ytvos_dir is not None:
         ds = _open_ytvos(ytvos_dir, root, split)
     else:
-        ds = _open_davis(root, kind, split, resolution, sequences)
+        ds = _open_davis(root, kind, split, resolution, sequences, every_sequence)
     if sequences:
         known = {s.name: s for s in ds.sequences}
         unknown = [n for n in sequences if n not in known]
