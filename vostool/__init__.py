@@ -15,9 +15,8 @@ from typing import Any
 # up to 20x slower. Passive waiting costs little when the cores are free. Set before torch loads.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from .options import OutputOptions, RunOptions
-
-__version__ = "0.1.0"
+from .options import OutputOptions, RunOptions  # noqa: E402  (plain data, no torch)
+from .version import __version__  # noqa: E402
 
 _API = ("segment", "create_session", "collect_masks", "load_method", "resolve_device", "Session", "StepResult")
 

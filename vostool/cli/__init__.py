@@ -12,31 +12,23 @@ import sys
 
 import click
 
-from .. import __version__
+from ..version import __version__
 
-SUBCOMMANDS = {"segment": "segment", "bench": "bench", "weights": "weights", "train": "train"}
+SUBCOMMANDS = ("segment", "bench", "weights", "train")
+"""Each command is the function of that name in the module of that name."""
 
 
 class LazyGroup(click.Group):
     """Imports each subcommand's module only when it is used (keeps --help fast)."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(n for n in SUBCOMMANDS if self._load(n) is not None)
+        return sorted(SUBCOMMANDS)
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        return self._load(name)
-
-    @staticmethod
-    def _load(name: str) -> click.Command | None:
         if name not in SUBCOMMANDS:
             return None
-        try:
-            mod = importlib.import_module(f"{__name__}.{SUBCOMMANDS[name]}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"{__name__}.{SUBCOMMANDS[name]}":
-                return None
-            raise
-        return getattr(mod, name, None)
+        command: click.Command = getattr(importlib.import_module(f"{__name__}.{name}"), name)
+        return command
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

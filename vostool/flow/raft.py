@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from ..models.blocks import pad_to_multiple, unpad
+from ..padding import pad_to_multiple, unpad
 from .base import FlowEstimator
 
 

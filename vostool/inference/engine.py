@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from .. import __version__
+from ..version import __version__
 from ..errors import InputError, VostoolError
 from ..io.atomic import atomic_path, write_text_atomic
 from ..io.masks import DAVIS_PALETTE, IndexMask, read_index_png

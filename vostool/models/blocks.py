@@ -26,6 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
+from ..padding import pad_to_multiple, unpad  # noqa: F401  (the networks pad with these)
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -42,28 +44,6 @@ def normalize_imagenet(image: torch.Tensor) -> torch.Tensor:
     mean = image.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = image.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
     return (image - mean) / std
-
-
-def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
-    """Zero-pad the last two dims of ``x`` up to a multiple of ``multiple`` (split evenly).
-
-    Returns:
-        ``(padded, pads)`` where ``pads = (left, right, top, bottom)`` for :func:`unpad`.
-    """
-    h, w = x.shape[-2:]
-    ph = (multiple - h % multiple) % multiple
-    pw = (multiple - w % multiple) % multiple
-    pads = (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
-    if ph or pw:
-        x = F.pad(x, pads)
-    return x, pads
-
-
-def unpad(x: torch.Tensor, pads: tuple[int, int, int, int]) -> torch.Tensor:
-    """Undo :func:`pad_to_multiple` on the last two dims."""
-    left, right, top, bottom = pads
-    h, w = x.shape[-2:]
-    return x[..., top : h - bottom, left : w - right]
 
 
 class ResNetEncoder(nn.Module):

@@ -62,27 +62,13 @@ def register_method(
     return deco
 
 
-def _load_builtin() -> None:
-    # Importing the model modules runs their @register_method decorators.
-    from . import flow_method  # noqa: F401
-
-    for mod in ("agss", "savos", "ovsnet", "embedding"):
-        try:
-            __import__(f"{__package__}.{mod}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__package__}.{mod}":
-                raise
-
-
 def available_methods() -> list[str]:
     """Sorted names of every registered method."""
-    _load_builtin()
     return sorted(_REGISTRY)
 
 
 def method_info(name: str) -> MethodInfo:
     """The :class:`MethodInfo` for ``name``; raises InputError naming the choices."""
-    _load_builtin()
     if name not in _REGISTRY:
         raise InputError(f"unknown method {name!r}; choose one of: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name]

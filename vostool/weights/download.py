@@ -27,7 +27,7 @@ from urllib.parse import urlparse
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
-from .. import __version__
+from ..version import __version__
 from ..errors import WeightsError
 from .cache import downloads_dir, evict_hf_file
 from .manifest import WeightsEntry
