@@ -3,6 +3,7 @@ background, with their exact ground-truth masks."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
@@ -166,8 +167,11 @@ def assert_session_resumes(make_session: Callable[[], Session], frames: list[np.
     first = make_session()
     for t in range(split):
         first.step(frames[t], ids[0] if t == 0 else None)
+    checkpoint = io.BytesIO()
+    torch.save(first.state_dict(), checkpoint)  # as a resume checkpoint: plain data, no pickled classes
+    checkpoint.seek(0)
     resumed = make_session()
-    resumed.load_state_dict(first.state_dict())
+    resumed.load_state_dict(torch.load(checkpoint, weights_only=True))
     for t in range(split, len(frames)):
         torch.testing.assert_close(resumed.step(frames[t]).prob, expected[t])
 

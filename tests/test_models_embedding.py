@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from synthetic import (
     assert_gradients_reach,
+    assert_session_resumes,
     assert_probabilities,
     first_frame_state,
     fp32_and_bf16,
@@ -23,13 +24,13 @@ from synthetic import (
 
 from vostool.models import available_methods, method_info
 from vostool.models.blocks import softmax_aggregate
-from vostool.models.embedding import EmbeddingMethod, GlobalInstanceEmbeddingNet, embedding_net, label_tensors
+from vostool.models.embedding import EmbeddingMethod, EmbeddingState, GlobalInstanceEmbeddingNet, embedding_net, label_tensors
 
 TINY = method_info("embedding").tiny
 tiny = partial(tiny_method, "embedding")
 
 
-def run(m: EmbeddingMethod, state: dict, frames: list[np.ndarray], k: int) -> torch.Tensor:
+def run(m: EmbeddingMethod, state: EmbeddingState, frames: list[np.ndarray], k: int) -> torch.Tensor:
     """Predict and update each frame as the session does; returns the last prediction."""
     out = torch.empty(0)
     for f in frames:
@@ -134,10 +135,10 @@ def test_support_set_is_bounded_and_keeps_the_first_frame() -> None:
 
 def test_temporal_sampling_takes_the_nearest_pooled_frame_to_each_segment_centre() -> None:
     m = tiny(support_size=5)
-    state = {"t": 101, "pool_times": [8, 16, 24, 32, 40, 48, 56, 64, 72, 80, 88, 96]}
+    state = EmbeddingState(t=101, pool_times=[8, 16, 24, 32, 40, 48, 56, 64, 72, 80, 88, 96])
     # four segments of frames 1..100, centres 13, 38, 63, 88
     assert [state["pool_times"][i] for i in m.support_indices(state)] == [16, 40, 64, 88]
-    state = {"t": 4, "pool_times": [1, 2, 3]}
+    state = EmbeddingState(t=4, pool_times=[1, 2, 3])
     assert m.support_indices(state) == [0, 1, 2]  # the first frames: all of them
 
 
@@ -238,3 +239,11 @@ def test_segments_a_clip_through_the_session() -> None:
     session = Session(tiny(), None)
     propagate_with_late_object(session, frames, ids)
     assert session.state["anchor_times"] == [0, 2]
+
+
+def test_session_state_resumes_identically() -> None:
+    """The method's state (anchors, pool, a frame waiting to be encoded) survives a session checkpoint."""
+    from vostool.inference.session import Session
+
+    frames, ids = moving_discs(7, 40, 56, k=2)
+    assert_session_resumes(lambda: Session(tiny(pool_size=2), None), frames, ids, split=4)

@@ -9,6 +9,7 @@ import torch
 from synthetic import (
     assert_gradients_reach,
     assert_probabilities,
+    assert_session_resumes,
     first_frame_state,
     moving_discs,
     propagate_with_late_object,
@@ -21,6 +22,7 @@ from vostool.models import available_methods, method_info
 from vostool.models.ovsnet import (
     Detections,
     OVSNetMethod,
+    OVSNetState,
     batch_hard_triplet_loss,
     mask_boxes,
     mask_iou,
@@ -127,10 +129,10 @@ def test_triplet_loss_is_eq_1_with_hardest_pairs() -> None:
     assert lonely.item() == 0.0
 
 
-def _stub_state(m: OVSNetMethod, bank_rows: list[list[list[float]]]) -> dict:
+def _stub_state(m: OVSNetMethod, bank_rows: list[list[list[float]]]) -> OVSNetState:
     """A state whose Re-ID collections hold the given 128-d features (first entries valid)."""
     k, mem = len(bank_rows), m.reid_memory
-    state = {"reid_bank": torch.zeros(k, mem, 128), "reid_valid": torch.zeros(k, mem, dtype=torch.bool), "reid_next": torch.ones(k, dtype=torch.long)}
+    state = OVSNetState(reid_bank=torch.zeros(k, mem, 128), reid_valid=torch.zeros(k, mem, dtype=torch.bool), reid_next=torch.ones(k, dtype=torch.long))
     for i, rows in enumerate(bank_rows):
         for j, r in enumerate(rows):
             state["reid_bank"][i, j] = torch.tensor(r).repeat(64)  # 2-d pattern tiled to 128-d
@@ -289,3 +291,12 @@ def test_segments_a_clip_through_the_session() -> None:
     session = Session(tiny(), create_flow("dis"))
     propagate_with_late_object(session, frames, ids)
     assert session.state["reid_bank"].shape[0] == 3
+
+
+def test_session_state_resumes_identically() -> None:
+    """The method's state (Re-ID collections) survives a session checkpoint."""
+    from vostool.flow import create_flow
+    from vostool.inference.session import Session
+
+    frames, ids = moving_discs(5, 48, 64, k=2)
+    assert_session_resumes(lambda: Session(tiny(), create_flow("dis")), frames, ids)

@@ -33,3 +33,25 @@ def test_unknown_names_are_one_line_input_errors() -> None:
         create_method("agss", variant="small")
     with pytest.raises(InputError, match="unknown method 'nope'; choose one of: .*agss"):
         create_method("nope", variant="tiny")
+
+
+def test_each_method_fact_has_one_typed_place() -> None:
+    """The class says whether a method uses flow; the registry gives a default flow exactly then;
+    the built method is of the registered class and starts from its own typed state."""
+    for name in available_methods():
+        info = method_info(name)
+        method = create_method(name, variant="tiny")
+        assert type(method) is info.method_class and method.name == name
+        assert (info.default_flow is not None) == info.uses_flow == method.uses_flow
+        assert type(method.init_state()) is info.method_class.state_type
+    assert not method_info("savos").uses_flow and method_info("savos").default_flow is None
+
+
+def test_registering_a_default_flow_for_a_method_without_flow_is_refused() -> None:
+    from vostool.models.registry import register_method
+    from vostool.models.savos import SAVOS
+
+    with pytest.raises(ValueError, match="default flow"):
+        register_method("savos", SAVOS, paper="x", default_flow="dis")
+    with pytest.raises(ValueError, match="named 'savos'"):
+        register_method("other", SAVOS, paper="x")

@@ -293,7 +293,8 @@ class Session:
 
     # ------------------------------------------------------------------ resume
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue exactly from the next frame (tensors moved to the CPU)."""
+        """Everything needed to continue exactly from the next frame, as plain data (tensors moved
+        to the CPU; loadable with ``torch.load(weights_only=True)``)."""
 
         def cpu(v: Any) -> Any:
             if isinstance(v, torch.Tensor):
@@ -311,7 +312,7 @@ class Session:
                 "prev_prob": self.prev_prob,
                 "prev_prep": self.prev_prep,
                 "input_size": list(self.input_size) if self.input_size else None,
-                "method_state": self.state,
+                "method_state": self.state.to_dict(),
             }
         )
 
@@ -333,4 +334,4 @@ class Session:
         flow_dev = self.flow_estimator.prep_device if self.flow_estimator is not None else self.device
         self.prev_prep = dev(sd["prev_prep"], flow_dev) if sd.get("prev_prep") is not None else None
         self.input_size = tuple(sd["input_size"]) if sd.get("input_size") else None  # type: ignore[assignment]
-        self.state = dev(sd["method_state"], self.device)
+        self.state = self.method.load_state(dev(sd["method_state"], self.device))

@@ -5,7 +5,7 @@ Importing this package registers every method: each model module registers its b
 """
 
 from . import agss, embedding, flow_propagation, ovsnet, savos  # noqa: F401  (each registers its method)
-from .base import State, VOSMethod
+from .base import MethodState, VOSMethod
 from .registry import MethodInfo, available_methods, create_method, method_info, register_method
 
-__all__ = ["State", "VOSMethod", "MethodInfo", "available_methods", "create_method", "method_info", "register_method"]
+__all__ = ["MethodState", "VOSMethod", "MethodInfo", "available_methods", "create_method", "method_info", "register_method"]

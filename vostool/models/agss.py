@@ -79,11 +79,13 @@ Choices where paper and code are silent or differ (kept):
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import State, StageFn, VOSMethod, no_stage
+from .base import MethodState, StageFn, VOSMethod, no_stage
 from .blocks import (
     GlobalConvBlock,
     RefineModule,
@@ -261,54 +263,70 @@ class AGSSNet(nn.Module):
         return unpad(logits, pads).unflatten(0, (b, k))
 
 
-class AGSS(VOSMethod):
-    """AGSS-VOS inference rule around :class:`AGSSNet`.
+@dataclasses.dataclass
+class AGSSState(MethodState):
+    """AGSS-VOS's per-video state (None until the first objects are given).
 
-    State: ``ref (G, C5, h, w)`` reference features of the ``G`` reference groups;
-    ``group (K,)`` long, each slot's group; ``member (G, K)`` float, 1 where slot k is in group g.
+    Attributes:
+        ref: ``(G, C5, h, w)`` reference features of the ``G`` reference groups.
+        group: ``(K,)`` long, each slot's group.
+        member: ``(G, K)`` float, 1 where slot k is in group g.
     """
+
+    ref: torch.Tensor | None = None
+    group: torch.Tensor | None = None
+    member: torch.Tensor | None = None
+
+    @property
+    def num_objects(self) -> int:
+        return 0 if self.group is None else int(self.group.shape[0])
+
+
+class AGSS(VOSMethod[AGSSState]):
+    """AGSS-VOS inference rule around :class:`AGSSNet`; its state is :class:`AGSSState`."""
 
     name = "agss"
     stages = ("instance-agnostic", "instance-specific", "decoder")
     uses_flow = True
+    state_type = AGSSState
     net: AGSSNet
 
     def __init__(self, net: AGSSNet) -> None:
         super().__init__(net)
 
-    def memorize(self, state: State, image: torch.Tensor, prob: torch.Tensor, new_slots: list[int]) -> None:
+    def memorize(self, state: AGSSState, image: torch.Tensor, prob: torch.Tensor, new_slots: list[int]) -> None:
         """New slots form a reference group: this frame + their merged mask -> ``ref_r5``."""
         if not new_slots:
             return
-        have = int(state["group"].shape[0]) if "group" in state else 0
+        have = state.num_objects
         if sorted(new_slots) != list(range(have + 1, have + 1 + len(new_slots))):
             raise RuntimeError(f"new slots {new_slots} do not follow the {have} known slots")
         masks = prob[have + 1 : have + 1 + len(new_slots)].unsqueeze(0)
         ref = self.net.reference(image, masks.to(image.dtype))
-        g = int(state["ref"].shape[0]) if "ref" in state else 0
+        g = 0 if state.ref is None else int(state.ref.shape[0])
         new_group = torch.full((len(new_slots),), g, dtype=torch.long, device=image.device)
-        state["ref"] = torch.cat([state["ref"], ref]) if g else ref
-        state["group"] = torch.cat([state["group"], new_group]) if have else new_group
+        state.ref = ref if state.ref is None else torch.cat([state.ref, ref])
+        state.group = new_group if state.group is None else torch.cat([state.group, new_group])
         groups = torch.arange(g + 1, device=image.device)
-        state["member"] = (state["group"].unsqueeze(0) == groups.unsqueeze(1)).float()
+        state.member = (state.group.unsqueeze(0) == groups.unsqueeze(1)).float()
 
-    def predict(self, state: State, image: torch.Tensor, warped: torch.Tensor, *, stage: StageFn = no_stage) -> torch.Tensor:
+    def predict(self, state: AGSSState, image: torch.Tensor, warped: torch.Tensor, *, stage: StageFn = no_stage) -> torch.Tensor:
         """``warped (K, H, W)`` -> ``(K + 1, H, W)`` normalised probabilities (eq. 4-5)."""
         k = warped.shape[0]
         if k == 0:
             return torch.ones((1, *warped.shape[-2:]), device=warped.device)
-        if "group" not in state or state["group"].shape[0] != k:
-            raise RuntimeError(f"predict got {k} objects but memorize saw {state['group'].shape[0] if 'group' in state else 0}")
+        if state.num_objects != k or state.member is None or state.group is None:
+            raise RuntimeError(f"predict got {k} objects but memorize saw {state.num_objects}")
         x, pads = pad_to_multiple(image, PAD)
         w, _ = pad_to_multiple(warped.to(image.dtype).unsqueeze(1), PAD)  # (K, 1, Hp, Wp)
         with stage("instance-agnostic"):
-            member = state["member"].to(w.dtype)
+            member = state.member.to(w.dtype)
             agnostic = (w[:, 0].unsqueeze(0) * member[:, :, None, None]).amax(1, keepdim=True)  # (G, 1, Hp, Wp)
-            m3 = self.net.instance_agnostic(x, agnostic, state["ref"])
+            m3 = self.net.instance_agnostic(x, agnostic, state.ref)
         with stage("instance-specific"):
             r2_obj, atn = self.net.instance_specific(x, w)
         with stage("decoder"):
-            logits = unpad(self.net.decode(m3[state["group"]], r2_obj, atn), pads)
+            logits = unpad(self.net.decode(m3[state.group], r2_obj, atn), pads)
             prob = soft_aggregate(torch.sigmoid(logits.float()))
             alive = (warped > 0.5).flatten(1).any(1).to(prob.dtype)  # (K,)
             objects = prob[1:] * alive[:, None, None]
@@ -318,7 +336,7 @@ class AGSS(VOSMethod):
 # Default flow: DIS. The paper's FlowNet2-C is replaced by a flow backend; RAFT-small
 # (`--flow raft-small`) needs weights that are not shipped, while the weights vostool ships
 # (agss.davis16-compact) were trained with DIS flow and work offline out of the box.
-@register_method("agss", needs_weights=True, paper="Lin, Qi, Jia: AGSS-VOS: Attention Guided Single-Shot Video Object Segmentation, ICCV 2019", default_flow="dis", tiny=dict(depth=18, base_width=8, mdim=16))
+@register_method("agss", AGSS, paper="Lin, Qi, Jia: AGSS-VOS: Attention Guided Single-Shot Video Object Segmentation, ICCV 2019", default_flow="dis", tiny=dict(depth=18, base_width=8, mdim=16))
 def build_agss(*, depth: int = 50, base_width: int = 64, mdim: int = 256, gc_kernel: int = 7, freeze_bn: bool = True) -> AGSS:
     """AGSS-VOS with a random-init :class:`AGSSNet` (paper size by default: ResNet-50, width 64,
     decoder 256, GC kernel 7); ``method_info("agss").tiny`` is the test variant."""

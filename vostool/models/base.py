@@ -1,9 +1,11 @@
 """The contract between a segmentation method and the inference session.
 
 A *method* pairs a stateless network (an ``nn.Module``) with the per-frame rule of its paper.
-It never owns per-video state: the session creates a state dict with :meth:`VOSMethod.init_state`,
-keeps it, and hands it back on every call. State values are tensors, lists of tensors, ints,
-floats or strings (so the session can checkpoint them for ``--resume``).
+It never owns per-video state: the session creates the method's typed state (a
+:class:`MethodState` dataclass) with :meth:`VOSMethod.init_state`, keeps it, and hands it back on
+every call. State fields are tensors, lists of tensors, ints, floats, bools or None, so the
+session can checkpoint them as a plain dict (:meth:`MethodState.to_dict`, loadable with
+``torch.load(weights_only=True)``) for ``--resume``.
 
 Conventions for every method (all tensors on the session's device):
 
@@ -23,13 +25,38 @@ from __future__ import annotations
 
 import abc
 import contextlib
-from typing import Any, Callable, ClassVar, ContextManager
+import dataclasses
+from typing import Any, Callable, ClassVar, ContextManager, Generic, TypeVar
 
 import torch
 from torch import nn
 
-State = dict[str, Any]
 StageFn = Callable[[str], ContextManager[Any]]
+
+
+@dataclasses.dataclass
+class MethodState:
+    """Per-video state of a method (subclasses declare their fields; this one has none).
+
+    Fields are read as attributes (``state.ref``) or, for inspection, by name (``state["ref"]``).
+    """
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self.__dataclass_fields__:
+            raise KeyError(name)
+        return getattr(self, name)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a plain dict (for checkpoints; tensors are not copied)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "MethodState":
+        """The inverse of :meth:`to_dict` (fields missing from ``data`` take their defaults)."""
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
+
+
+S = TypeVar("S", bound=MethodState)
 
 
 def no_stage(name: str) -> ContextManager[Any]:
@@ -37,17 +64,20 @@ def no_stage(name: str) -> ContextManager[Any]:
     return contextlib.nullcontext()
 
 
-class VOSMethod(abc.ABC):
+class VOSMethod(abc.ABC, Generic[S]):
     """A segmentation method: a stateless network plus its per-frame rule.
 
-    Subclasses set :attr:`name`, :attr:`stages`, and implement :meth:`memorize` and
-    :meth:`predict`. ``net`` is None for weightless methods.
+    Subclasses set :attr:`name`, :attr:`stages`, :attr:`uses_flow`, :attr:`state_type` (their
+    :class:`MethodState` dataclass), and implement :meth:`memorize` and :meth:`predict`. ``net``
+    is None for weightless methods.
     """
 
     name: ClassVar[str] = ""
     stages: ClassVar[tuple[str, ...]] = ("network", "aggregate")
     uses_flow: ClassVar[bool] = True
     """Whether the session should compute flow and pass warped probabilities."""
+    state_type: ClassVar[type[MethodState]] = MethodState
+    """The per-video state this method keeps."""
 
     def __init__(self, net: nn.Module | None = None) -> None:
         self.net = net
@@ -66,13 +96,17 @@ class VOSMethod(abc.ABC):
             self.net.eval()
         return self
 
-    def init_state(self) -> State:
+    def init_state(self) -> S:
         """A fresh per-video state (kept by the session)."""
-        return {}
+        return self.state_type()  # type: ignore[return-value]
+
+    def load_state(self, data: dict[str, Any]) -> S:
+        """A state from :meth:`MethodState.to_dict` (a session checkpoint)."""
+        return self.state_type.from_dict(data)  # type: ignore[return-value]
 
     # --- per frame -----------------------------------------------------------------------
     @abc.abstractmethod
-    def memorize(self, state: State, image: torch.Tensor, prob: torch.Tensor, new_slots: list[int]) -> None:
+    def memorize(self, state: S, image: torch.Tensor, prob: torch.Tensor, new_slots: list[int]) -> None:
         """Take in a frame whose masks were given (first frame, or objects added later).
 
         Args:
@@ -83,7 +117,7 @@ class VOSMethod(abc.ABC):
         """
 
     @abc.abstractmethod
-    def predict(self, state: State, image: torch.Tensor, warped: torch.Tensor, *, stage: StageFn = no_stage) -> torch.Tensor:
+    def predict(self, state: S, image: torch.Tensor, warped: torch.Tensor, *, stage: StageFn = no_stage) -> torch.Tensor:
         """Segment one frame.
 
         Args:
@@ -96,7 +130,7 @@ class VOSMethod(abc.ABC):
             ``(K + 1, H, W)`` float32 probabilities over [background, objects].
         """
 
-    def update(self, state: State, image: torch.Tensor, prob: torch.Tensor) -> None:
+    def update(self, state: S, image: torch.Tensor, prob: torch.Tensor) -> None:
         """Called after :meth:`predict` with the frame's final probabilities (for memories)."""
 
     @property

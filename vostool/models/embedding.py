@@ -64,6 +64,7 @@ soft-aggregated distribution. Inference uses the same pieces (:meth:`encode_quer
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, NamedTuple
 
@@ -71,7 +72,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import State, StageFn, VOSMethod, no_stage
+from .base import MethodState, StageFn, VOSMethod, no_stage
 from .blocks import RefineModule, ResBlock, ResNetEncoder, aggregate_logits, normalize_imagenet, pad_to_multiple, softmax_aggregate, unpad
 from .registry import register_method
 
@@ -265,14 +266,41 @@ def embedding_net(*, depth: int = 50, base_width: int = 64, decoder_channels: in
     return GlobalInstanceEmbeddingNet(depth=depth, base_width=base_width, decoder_channels=decoder_channels, refine_decoder=refine_decoder)
 
 
-class EmbeddingMethod(VOSMethod):
-    """Per-frame rule: bounded support set, one memory read, instances in groups of ``max_instances``.
+@dataclasses.dataclass
+class EmbeddingState(MethodState):
+    """The embedding method's per-video state: its two frame memories and a frame waiting to be encoded.
 
-    State (``t`` = index of the frame being processed):
-        ``anchor_*`` / ``pool_*``: lists (one item per stored frame) of ``key (1, C/8, h, w)``,
-        ``value (1, C/2, h, w)``, ``probs (K_e + 1, h, w)`` (1/16 probabilities, K_e objects known
-        then) and ``*_times`` (frame indices); ``stride`` of the pool; ``pending_*``: a frame
-        waiting to be encoded (image ``(1, 3, H, W)``, prob ``(K + 1, H, W)``, time, anchor flag).
+    Attributes:
+        t: index of the frame being processed.
+        stride: the pool keeps frames whose index is a multiple of this (doubles when it is full).
+        anchor_keys / anchor_values / anchor_probs / anchor_times: frames with given masks, one
+            item per stored frame: ``key (1, C/8, h, w)``, ``value (1, C/2, h, w)``, ``probs
+            (K_e + 1, h, w)`` (1/16 probabilities, K_e objects known then), the frame index.
+        pool_keys / pool_values / pool_probs / pool_times: processed frames, the same items.
+        pending_image / pending_prob / pending_time / pending_anchor: a frame to encode at the
+            next :meth:`EmbeddingMethod.predict` (image ``(1, 3, H, W)``, prob ``(K + 1, H, W)``,
+            its index, whether it is an anchor); None when there is none.
+    """
+
+    t: int = 0
+    stride: int = 1
+    anchor_keys: list[torch.Tensor] = dataclasses.field(default_factory=list)
+    anchor_values: list[torch.Tensor] = dataclasses.field(default_factory=list)
+    anchor_probs: list[torch.Tensor] = dataclasses.field(default_factory=list)
+    anchor_times: list[int] = dataclasses.field(default_factory=list)
+    pool_keys: list[torch.Tensor] = dataclasses.field(default_factory=list)
+    pool_values: list[torch.Tensor] = dataclasses.field(default_factory=list)
+    pool_probs: list[torch.Tensor] = dataclasses.field(default_factory=list)
+    pool_times: list[int] = dataclasses.field(default_factory=list)
+    pending_image: torch.Tensor | None = None
+    pending_prob: torch.Tensor | None = None
+    pending_time: int | None = None
+    pending_anchor: bool = False
+
+
+class EmbeddingMethod(VOSMethod[EmbeddingState]):
+    """Per-frame rule: bounded support set, one memory read, instances in groups of ``max_instances``;
+    its state is :class:`EmbeddingState`.
 
     Args:
         net: the :class:`GlobalInstanceEmbeddingNet`.
@@ -285,6 +313,7 @@ class EmbeddingMethod(VOSMethod):
     name = "embedding"
     uses_flow = False
     stages = ("support-encoder", "query-encoder", "memory-read", "global-branch", "instance-branch", "aggregate")
+    state_type = EmbeddingState
 
     def __init__(self, net: GlobalInstanceEmbeddingNet, *, support_size: int = 5, pool_size: int = 16, max_instances: int = 6, max_anchors: int = 4) -> None:
         super().__init__(net)
@@ -300,59 +329,64 @@ class EmbeddingMethod(VOSMethod):
         assert isinstance(self.net, GlobalInstanceEmbeddingNet)
         return self.net
 
-    def init_state(self) -> State:
-        state: State = {"t": 0, "stride": 1}
-        for group in ("anchor", "pool"):
-            for part in ("keys", "values", "probs", "times"):
-                state[f"{group}_{part}"] = []
-        return state
-
     # ------------------------------------------------------------------ memory
-    def memorize(self, state: State, image: torch.Tensor, prob: torch.Tensor, new_slots: list[int]) -> None:
+    def memorize(self, state: EmbeddingState, image: torch.Tensor, prob: torch.Tensor, new_slots: list[int]) -> None:
         """Frames with given masks become anchors of the support set (encoded at the next predict)."""
         self._flush(state)
-        state.update(pending_image=image, pending_prob=prob, pending_time=state["t"], pending_anchor=1)
+        self._queue(state, image, prob, anchor=True)
 
-    def update(self, state: State, image: torch.Tensor, prob: torch.Tensor) -> None:
+    def update(self, state: EmbeddingState, image: torch.Tensor, prob: torch.Tensor) -> None:
         """Queue the frame for the pool when its index is a multiple of the pool's stride."""
-        t = state["t"]
-        if state.get("pending_time") != t and t > 0 and t % state["stride"] == 0:
+        t = state.t
+        if state.pending_time != t and t > 0 and t % state.stride == 0:
             self._flush(state)
-            state.update(pending_image=image, pending_prob=prob, pending_time=t, pending_anchor=0)
-        state["t"] = t + 1
+            self._queue(state, image, prob, anchor=False)
+        state.t = t + 1
 
-    def _flush(self, state: State, stage: StageFn = no_stage) -> None:
+    @staticmethod
+    def _queue(state: EmbeddingState, image: torch.Tensor, prob: torch.Tensor, *, anchor: bool) -> None:
+        state.pending_image, state.pending_prob, state.pending_time, state.pending_anchor = image, prob, state.t, anchor
+
+    def _flush(self, state: EmbeddingState, stage: StageFn = no_stage) -> None:
         """Encode the pending frame and store it as an anchor or in the pool."""
-        image = state.pop("pending_image", None)
-        if image is None:
+        image, prob, t, anchor = state.pending_image, state.pending_prob, state.pending_time, state.pending_anchor
+        if image is None or prob is None or t is None:
             return
-        prob, t, anchor = state.pop("pending_prob"), state.pop("pending_time"), state.pop("pending_anchor")
+        state.pending_image, state.pending_prob, state.pending_time, state.pending_anchor = None, None, None, False
         with stage("support-encoder"):
             x, _ = pad_to_multiple(normalize_imagenet(image), STRIDE)
             p = _pad_probs(prob[None].float(), STRIDE)
             key, value = self._net.encode_support(x, 1.0 - p[:, :1])
             small = F.interpolate(p, size=key.shape[-2:], mode="area")[0]
-        group = "anchor" if anchor else "pool"
-        for part, v in (("keys", key), ("values", value), ("probs", small), ("times", t)):
-            state[f"{group}_{part}"].append(v)
-        if anchor and len(state["anchor_times"]) > self.max_anchors:
-            for part in ("keys", "values", "probs", "times"):
-                del state[f"anchor_{part}"][1]
-        if not anchor and len(state["pool_times"]) > self.pool_size:
-            stride = 2 * state["stride"]
-            keep = [i for i, ti in enumerate(state["pool_times"]) if ti % stride == 0]
-            for part in ("keys", "values", "probs", "times"):
-                state[f"pool_{part}"] = [state[f"pool_{part}"][i] for i in keep]
-            state["stride"] = stride
+        if anchor:
+            state.anchor_keys.append(key)
+            state.anchor_values.append(value)
+            state.anchor_probs.append(small)
+            state.anchor_times.append(t)
+            if len(state.anchor_times) > self.max_anchors:  # drop the oldest but the first
+                for items in (state.anchor_keys, state.anchor_values, state.anchor_probs, state.anchor_times):
+                    del items[1]
+            return
+        state.pool_keys.append(key)
+        state.pool_values.append(value)
+        state.pool_probs.append(small)
+        state.pool_times.append(t)
+        if len(state.pool_times) > self.pool_size:  # thin the pool out to every second stride
+            state.stride *= 2
+            keep = [i for i, ti in enumerate(state.pool_times) if ti % state.stride == 0]
+            state.pool_keys = [state.pool_keys[i] for i in keep]
+            state.pool_values = [state.pool_values[i] for i in keep]
+            state.pool_probs = [state.pool_probs[i] for i in keep]
+            state.pool_times = [state.pool_times[i] for i in keep]
 
-    def support_indices(self, state: State) -> list[int]:
-        """Pool entries in the support set of frame ``state["t"]``: the pooled frame nearest to the
+    def support_indices(self, state: EmbeddingState) -> list[int]:
+        """Pool entries in the support set of frame ``state.t``: the pooled frame nearest to the
         centre of each of ``T - 1`` equal segments of the processed frames ``1 .. t - 1``."""
-        times = state["pool_times"]
+        times = state.pool_times
         n = self.support_size - 1
         if len(times) <= n:
             return list(range(len(times)))
-        span = state["t"] - 1
+        span = state.t - 1
         chosen: list[int] = []
         for j in range(n):
             centre = 1 + span * (j + 0.5) / n - 0.5
@@ -362,22 +396,22 @@ class EmbeddingMethod(VOSMethod):
         return chosen
 
     # ------------------------------------------------------------------ per frame
-    def predict(self, state: State, image: torch.Tensor, warped: torch.Tensor, *, stage: StageFn = no_stage) -> torch.Tensor:
+    def predict(self, state: EmbeddingState, image: torch.Tensor, warped: torch.Tensor, *, stage: StageFn = no_stage) -> torch.Tensor:
         """Segment all K objects of ``image`` against the support set -> ``(K + 1, H, W)``."""
         net = self._net
         k, h, w = warped.shape
         if k == 0:
             return torch.ones(1, h, w, device=warped.device)
         self._flush(state, stage)
-        if not state["anchor_times"]:
+        if not state.anchor_times:
             raise RuntimeError("embedding: predict() before any memorize()")
         x, pads = pad_to_multiple(normalize_imagenet(image), STRIDE)
         with stage("query-encoder"):
             q = net.encode_query(x)
         pool = self.support_indices(state)
-        keys = [*state["anchor_keys"], *(state["pool_keys"][i] for i in pool)]
-        values = [*state["anchor_values"], *(state["pool_values"][i] for i in pool)]
-        probs = [*state["anchor_probs"], *(state["pool_probs"][i] for i in pool)]
+        keys = [*state.anchor_keys, *(state.pool_keys[i] for i in pool)]
+        values = [*state.anchor_values, *(state.pool_values[i] for i in pool)]
+        probs = [*state.anchor_probs, *(state.pool_probs[i] for i in pool)]
         keys_t = torch.cat([v.to(q.key.dtype) for v in keys])[None]
         values_t = torch.cat([v.to(q.value.dtype) for v in values])[None]
         probs_t = torch.stack([F.pad(p, (0, 0, 0, 0, 0, k + 1 - p.shape[0])) for p in probs])[None]
@@ -395,9 +429,8 @@ class EmbeddingMethod(VOSMethod):
 
 @register_method(
     "embedding",
-    needs_weights=True,
+    EmbeddingMethod,
     paper="Ge, Lu, Shen, Video Object Segmentation Using Global and Instance Embedding Learning (CVPR 2021)",
-    default_flow="dis",
     tiny=dict(depth=18, base_width=8, decoder_channels=16),
 )
 def build_embedding(*, support_size: int = 5, pool_size: int = 16, max_instances: int = 6, max_anchors: int = 4, **net_kwargs: Any) -> EmbeddingMethod:

@@ -10,27 +10,27 @@ from __future__ import annotations
 
 import torch
 
-from .base import State, StageFn, VOSMethod, no_stage
+from .base import MethodState, StageFn, VOSMethod, no_stage
 from .blocks import soft_aggregate
 from .registry import register_method
 
 
-class FlowPropagation(VOSMethod):
+class FlowPropagation(VOSMethod[MethodState]):
     """Warp-and-aggregate propagation; no learned parameters."""
 
     name = "flow"
     stages = ("aggregate",)
 
-    def memorize(self, state: State, image: torch.Tensor, prob: torch.Tensor, new_slots: list[int]) -> None:
+    def memorize(self, state: MethodState, image: torch.Tensor, prob: torch.Tensor, new_slots: list[int]) -> None:
         """Nothing to remember: the session keeps the previous probabilities."""
 
-    def predict(self, state: State, image: torch.Tensor, warped: torch.Tensor, *, stage: StageFn = no_stage) -> torch.Tensor:
+    def predict(self, state: MethodState, image: torch.Tensor, warped: torch.Tensor, *, stage: StageFn = no_stage) -> torch.Tensor:
         """``warped (K, H, W)`` -> ``(K + 1, H, W)`` by soft aggregation."""
         with stage("aggregate"):
             return soft_aggregate(warped.clamp(0.0, 1.0))
 
 
-@register_method("flow", needs_weights=False, paper="optical-flow propagation baseline (no network)", default_flow="dis")
+@register_method("flow", FlowPropagation, needs_weights=False, paper="optical-flow propagation baseline (no network)", default_flow="dis")
 def build_flow() -> FlowPropagation:
     """The weightless ``flow`` method."""
     return FlowPropagation()

@@ -88,7 +88,7 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredic
 from torchvision.models.resnet import Bottleneck
 from torchvision.ops import MultiScaleRoIAlign, box_iou, roi_align
 
-from .base import State, StageFn, VOSMethod, no_stage
+from .base import MethodState, StageFn, VOSMethod, no_stage
 from .blocks import ResNetEncoder, soft_aggregate
 from .registry import register_method
 
@@ -488,11 +488,24 @@ def ovsnet_net(
 
 
 # --------------------------------------------------------------------------------- method
-class OVSNetMethod(VOSMethod):
-    """OVSNet's one-pass cascade over the network's detections.
+@dataclass
+class OVSNetState(MethodState):
+    """OVSNet's per-video state: each object's Re-ID collection, a ring buffer (None until the
+    first objects are given).
 
-    State: ``reid_bank (K, M, dim)`` float32 Re-ID collections, ``reid_valid (K, M)`` bool,
-    ``reid_next (K,)`` int64 next ring-buffer entry (1..M-1; entry 0 holds the given mask's feature).
+    Attributes:
+        reid_bank: ``(K, M, dim)`` float32 Re-ID features.
+        reid_valid: ``(K, M)`` bool, which entries hold a feature.
+        reid_next: ``(K,)`` int64 next ring-buffer entry (1..M-1; entry 0 holds the given mask's feature).
+    """
+
+    reid_bank: torch.Tensor | None = None
+    reid_valid: torch.Tensor | None = None
+    reid_next: torch.Tensor | None = None
+
+
+class OVSNetMethod(VOSMethod[OVSNetState]):
+    """OVSNet's one-pass cascade over the network's detections; its state is :class:`OVSNetState`.
 
     Args:
         net: the :class:`OVSNet`.
@@ -503,6 +516,7 @@ class OVSNetMethod(VOSMethod):
 
     name = "ovsnet"
     stages = ("detector", "re-id", "cascade", "mga", "aggregate")
+    state_type = OVSNetState
 
     def __init__(self, net: OVSNet, *, rho_iou: float = 0.3, rho_reid: float = 2.3, reid_fraction: float = 0.3, reid_memory: int = 100) -> None:
         super().__init__(net)
@@ -518,19 +532,20 @@ class OVSNetMethod(VOSMethod):
         assert isinstance(self.net, OVSNet)
         return self.net
 
-    def memorize(self, state: State, image: torch.Tensor, prob: torch.Tensor, new_slots: list[int]) -> None:
+    def memorize(self, state: OVSNetState, image: torch.Tensor, prob: torch.Tensor, new_slots: list[int]) -> None:
         """Start the Re-ID collection of each new object with the feature of its given mask."""
         k = prob.shape[0] - 1
         dim = self._net.reid.fc2.out_features
         dev = prob.device
-        bank = state.get("reid_bank", torch.zeros(0, self.reid_memory, dim, device=dev))
-        k0 = bank.shape[0]
+        if state.reid_bank is None or state.reid_valid is None or state.reid_next is None:
+            state.reid_bank = torch.zeros(0, self.reid_memory, dim, device=dev)
+            state.reid_valid = torch.zeros(0, self.reid_memory, dtype=torch.bool, device=dev)
+            state.reid_next = torch.ones(0, dtype=torch.long, device=dev)
+        k0 = state.reid_bank.shape[0]
         if k > k0:
-            state["reid_bank"] = torch.cat([bank, bank.new_zeros(k - k0, self.reid_memory, dim)])
-            state["reid_valid"] = torch.cat([state.get("reid_valid", torch.zeros(0, self.reid_memory, dtype=torch.bool, device=dev)),
-                                             torch.zeros(k - k0, self.reid_memory, dtype=torch.bool, device=dev)])
-            state["reid_next"] = torch.cat([state.get("reid_next", torch.ones(0, dtype=torch.long, device=dev)),
-                                            torch.ones(k - k0, dtype=torch.long, device=dev)])
+            state.reid_bank = torch.cat([state.reid_bank, state.reid_bank.new_zeros(k - k0, self.reid_memory, dim)])
+            state.reid_valid = torch.cat([state.reid_valid, torch.zeros(k - k0, self.reid_memory, dtype=torch.bool, device=dev)])
+            state.reid_next = torch.cat([state.reid_next, torch.ones(k - k0, dtype=torch.long, device=dev)])
         if not new_slots:
             return
         idx = torch.tensor([s - 1 for s in new_slots], device=dev)
@@ -538,12 +553,12 @@ class OVSNetMethod(VOSMethod):
         feats, size, scale, _ = self._net.features(image)
         sx, sy = scale
         emb = self._net.reid(feats, [boxes * boxes.new_tensor([sx, sy, sx, sy])], [size]).float()
-        state["reid_bank"][idx, 0] = emb
-        state["reid_valid"][idx] = False
-        state["reid_valid"][idx, 0] = present
-        state["reid_next"][idx] = 1
+        state.reid_bank[idx, 0] = emb
+        state.reid_valid[idx] = False
+        state.reid_valid[idx, 0] = present
+        state.reid_next[idx] = 1
 
-    def predict(self, state: State, image: torch.Tensor, warped: torch.Tensor, *, stage: StageFn = no_stage) -> torch.Tensor:
+    def predict(self, state: OVSNetState, image: torch.Tensor, warped: torch.Tensor, *, stage: StageFn = no_stage) -> torch.Tensor:
         """Detector once, cascade per object (tensor ops), MGA once over all objects -> ``(K + 1, H, W)``."""
         net = self._net
         k, h, w = warped.shape
@@ -580,11 +595,11 @@ class OVSNetMethod(VOSMethod):
             fg = paste_in_boxes(fg_patch, big, (h, w))[:, 0] * (matched | present)[:, None, None]
             return soft_aggregate(fg)
 
-    def _cascade(self, state: State, feats: torch.Tensor, iou: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _cascade(self, state: OVSNetState, feats: torch.Tensor, iou: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """IoU path then Re-ID path, as masks over objects: ``(use_iou, use_reid, candidate index)``."""
         best_iou, best = iou.max(1)
         use_iou = best_iou > self.rho_iou
-        bank, valid = state["reid_bank"], state["reid_valid"]
+        bank, valid = state.reid_bank, state.reid_valid
         dist = torch.cdist(bank, feats[None].expand(bank.shape[0], -1, -1))  # (K, M, N)
         count = valid.sum(1).clamp_min(1)[:, None]
         frac = ((dist < self.rho_reid) & valid[:, :, None]).sum(1) / count
@@ -594,19 +609,19 @@ class OVSNetMethod(VOSMethod):
         use_reid = ~use_iou & qualified.any(1)
         return use_iou, use_reid, torch.where(use_iou, best, reid_best)
 
-    def _remember(self, state: State, feats: torch.Tensor, write: torch.Tensor) -> None:
+    def _remember(self, state: OVSNetState, feats: torch.Tensor, write: torch.Tensor) -> None:
         """Append ``feats (K, dim)`` to the collections of objects where ``write (K,)`` is True."""
         rows = torch.arange(write.shape[0], device=write.device)
-        nxt = state["reid_next"]
-        bank = state["reid_bank"]
+        nxt = state.reid_next
+        bank = state.reid_bank
         bank[rows, nxt] = torch.where(write[:, None], feats, bank[rows, nxt])
-        state["reid_valid"][rows, nxt] |= write
-        state["reid_next"] = torch.where(write, nxt % (self.reid_memory - 1) + 1, nxt)
+        state.reid_valid[rows, nxt] |= write
+        state.reid_next = torch.where(write, nxt % (self.reid_memory - 1) + 1, nxt)
 
 
 @register_method(
     "ovsnet",
-    needs_weights=True,
+    OVSNetMethod,
     paper="Sun et al., OVSNet: Towards One-Pass Real-Time Video Object Segmentation (arXiv 2019)",
     default_flow="raft-small",
     tiny=dict(

@@ -1,14 +1,17 @@
-"""Registry of segmentation methods: name -> builder.
+"""Registry of segmentation methods: one typed entry (:class:`MethodInfo`) per method.
 
-A builder is a keyword-only function returning a :class:`~vostool.models.base.VOSMethod` with
-a randomly initialised network (weights are loaded by :mod:`vostool.weights`, never here).
-Keyword arguments that are None are dropped, so unset CLI options never override a builder's
-defaults (the paper-size network).
+Each model module registers its builder with :func:`register_method`, next to the facts about
+the method: its :class:`~vostool.models.base.VOSMethod` class (which says whether it uses optical
+flow, its stages and its state), the paper, whether it needs weights, its default flow (only for
+methods that use flow), and the keyword arguments of its ``tiny`` variant: a network small
+enough for CPU tests and quick benchmarks (same modules and wiring, narrow widths). Training
+recipes are the training layer's (:data:`vostool.train.recipes.RECIPES`).
 
-Each method registers, next to its builder, the keyword arguments of its ``tiny`` variant: a
-network small enough for CPU tests and quick benchmarks (same modules and wiring, narrow widths).
-``create_method(name, variant="tiny")`` builds it; ``variant="paper"`` (or None) builds the
-builder's defaults.
+A builder is a keyword-only function returning a method with a randomly initialised network
+(weights are loaded by :mod:`vostool.weights`, never here). Keyword arguments that are None are
+dropped, so unset CLI options never override a builder's defaults (the paper-size network).
+``create_method(name, variant="tiny")`` builds the tiny variant; ``variant="paper"`` (or None)
+builds the builder's defaults.
 """
 
 from __future__ import annotations
@@ -32,31 +35,54 @@ class MethodInfo:
     Attributes:
         name: the ``--method`` name.
         builder: keyword-only function building the method.
-        needs_weights: False for weightless methods (``flow``).
+        method_class: the class the builder returns.
         paper: one-line citation.
-        default_flow: the flow backend used when ``--flow`` is not given.
+        needs_weights: False for weightless methods (``flow``).
+        default_flow: the flow backend used when ``--flow`` is not given; None exactly for
+            methods that use no flow.
         tiny: builder keyword arguments of the tiny variant (empty for ``flow``, which has no
             network: its tiny variant is its only one).
     """
 
     name: str
     builder: Builder
-    needs_weights: bool
+    method_class: type[VOSMethod]
     paper: str
-    default_flow: str = "raft-small"
+    needs_weights: bool = True
+    default_flow: str | None = None
     tiny: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def uses_flow(self) -> bool:
+        """Whether the session computes optical flow for this method (:attr:`VOSMethod.uses_flow`)."""
+        return self.method_class.uses_flow
 
 
 _REGISTRY: dict[str, MethodInfo] = {}
 
 
 def register_method(
-    name: str, *, needs_weights: bool = True, paper: str = "", default_flow: str = "raft-small", tiny: dict[str, Any] | None = None
+    name: str,
+    method_class: type[VOSMethod],
+    *,
+    paper: str,
+    needs_weights: bool = True,
+    default_flow: str | None = None,
+    tiny: dict[str, Any] | None = None,
 ) -> Callable[[Builder], Builder]:
-    """Decorator registering ``builder`` under ``name`` (``tiny``: the tiny variant's kwargs)."""
+    """Decorator registering ``builder`` under ``name`` (see :class:`MethodInfo` for the facts).
+
+    Raises:
+        ValueError: ``name`` is not the class's name, or ``default_flow`` is given for a method
+            without flow (or missing for one with flow).
+    """
+    if method_class.name != name:
+        raise ValueError(f"method {name!r} registers class {method_class.__name__} named {method_class.name!r}")
+    if (default_flow is not None) != method_class.uses_flow:
+        raise ValueError(f"method {name!r}: a default flow is given exactly when the method uses flow (uses_flow={method_class.uses_flow})")
 
     def deco(builder: Builder) -> Builder:
-        _REGISTRY[name] = MethodInfo(name, builder, needs_weights, paper, default_flow, dict(tiny or {}))
+        _REGISTRY[name] = MethodInfo(name, builder, method_class, paper, needs_weights, default_flow, dict(tiny or {}))
         return builder
 
     return deco

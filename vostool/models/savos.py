@@ -54,13 +54,14 @@ Choices where the paper is silent (kept):
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import State, StageFn, VOSMethod, no_stage
+from .base import MethodState, StageFn, VOSMethod, no_stage
 from .blocks import CBAM, GlobalConvBlock, ResNetEncoder, freeze_batchnorm, normalize_imagenet, pad_to_multiple, softmax_aggregate, unpad
 from .registry import register_method
 
@@ -183,20 +184,32 @@ def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
-class SAVOS(VOSMethod):
-    """SAVOS inference rule around :class:`SAVOSNet` (no optical flow).
+@dataclasses.dataclass
+class SAVOSState(MethodState):
+    """SAVOS's per-video state.
+
+    Attributes:
+        ref: one ``(K, C5, h_s, w_s)`` tensor per test scale: reference features of every object
+            (empty until objects are given).
+        prev: ``(K, H, W)`` the previous frame's object probabilities (None before the first frame).
+    """
+
+    ref: list[torch.Tensor] = dataclasses.field(default_factory=list)
+    prev: torch.Tensor | None = None
+
+
+class SAVOS(VOSMethod[SAVOSState]):
+    """SAVOS inference rule around :class:`SAVOSNet` (no optical flow); its state is :class:`SAVOSState`.
 
     Args:
         net: the network.
         scales: test scales; foreground probabilities are averaged over them.
-
-    State: ``ref``: one ``(K, C5, h_s, w_s)`` tensor per scale (reference features of every
-    object); ``prev``: ``(K, H, W)`` the previous frame's object probabilities.
     """
 
     name = "savos"
     stages = ("encoder", "global-conv", "decoder", "aggregate")
     uses_flow = False
+    state_type = SAVOSState
     net: SAVOSNet
 
     def __init__(self, net: SAVOSNet, *, scales: Sequence[float] = (1.0,)) -> None:
@@ -208,11 +221,11 @@ class SAVOS(VOSMethod):
     def _size(self, hw: tuple[int, int], scale: float) -> tuple[int, int]:
         return max(1, round(hw[0] * scale)), max(1, round(hw[1] * scale))
 
-    def memorize(self, state: State, image: torch.Tensor, prob: torch.Tensor, new_slots: list[int]) -> None:
+    def memorize(self, state: SAVOSState, image: torch.Tensor, prob: torch.Tensor, new_slots: list[int]) -> None:
         """Reference features of the new objects: this frame + each new object's mask."""
         if not new_slots:
             return
-        have = int(state["ref"][0].shape[0]) if "ref" in state else 0
+        have = int(state.ref[0].shape[0]) if state.ref else 0
         if sorted(new_slots) != list(range(have + 1, have + 1 + len(new_slots))):
             raise RuntimeError(f"new slots {new_slots} do not follow the {have} known slots")
         masks = prob[have + 1 : have + 1 + len(new_slots)].unsqueeze(0).to(image.dtype)
@@ -221,19 +234,19 @@ class SAVOS(VOSMethod):
         for i, s in enumerate(self.scales):
             size = self._size(hw, s)
             ref = self.net.reference(_resize(image, size), _resize(masks, size))[0]
-            refs.append(torch.cat([state["ref"][i], ref]) if have else ref)
-        state["ref"] = refs
+            refs.append(torch.cat([state.ref[i], ref]) if have else ref)
+        state.ref = refs
 
-    def predict(self, state: State, image: torch.Tensor, warped: torch.Tensor, *, stage: StageFn = no_stage) -> torch.Tensor:
+    def predict(self, state: SAVOSState, image: torch.Tensor, warped: torch.Tensor, *, stage: StageFn = no_stage) -> torch.Tensor:
         """Segment one frame from the previous probabilities in ``state`` (``warped`` only gives
         ``K`` and the size: SAVOS uses no flow). Returns ``(K + 1, H, W)`` (eq. 5)."""
         k = warped.shape[0]
         hw = (int(image.shape[-2]), int(image.shape[-1]))
         if k == 0:
             return torch.ones((1, *hw), device=image.device)
-        if "ref" not in state or "prev" not in state or state["prev"].shape[0] != k:
-            raise RuntimeError(f"predict got {k} objects but the state holds {state['prev'].shape[0] if 'prev' in state else 0}")
-        prev = state["prev"].unsqueeze(1).to(image.dtype)  # (K, 1, H, W)
+        if not state.ref or state.prev is None or state.prev.shape[0] != k:
+            raise RuntimeError(f"predict got {k} objects but the state holds {0 if state.prev is None else state.prev.shape[0]}")
+        prev = state.prev.unsqueeze(1).to(image.dtype)  # (K, 1, H, W)
         fg = torch.zeros((k, *hw), device=image.device)
         for i, s in enumerate(self.scales):
             size = self._size(hw, s)
@@ -242,7 +255,7 @@ class SAVOS(VOSMethod):
             with stage("encoder"):
                 r2, r3, r4, r5 = self.net.encode(x, m)
             with stage("global-conv"):
-                g = self.net.global_conv(r5, state["ref"][i])
+                g = self.net.global_conv(r5, state.ref[i])
             with stage("decoder"):
                 logits = self.net.decode(g, r4, r3, r2).unsqueeze(1)
                 logits = unpad(F.interpolate(logits, scale_factor=4, mode="bilinear", align_corners=False), pads)
@@ -250,12 +263,12 @@ class SAVOS(VOSMethod):
         with stage("aggregate"):
             return softmax_aggregate(fg / len(self.scales))
 
-    def update(self, state: State, image: torch.Tensor, prob: torch.Tensor) -> None:
+    def update(self, state: SAVOSState, image: torch.Tensor, prob: torch.Tensor) -> None:
         """Keep the frame's object probabilities as the next frame's guidance masks."""
-        state["prev"] = prob[1:].float()
+        state.prev = prob[1:].float()
 
 
-@register_method("savos", needs_weights=True, paper="SAVOS: Symmetry Encoder-Decoder Network with Attention Mechanism for Fast Video Object Segmentation, Symmetry 11(8) 1006, 2019", default_flow="dis", tiny=dict(depth=18, base_width=8, mdim=16, reduction=4))
+@register_method("savos", SAVOS, paper="SAVOS: Symmetry Encoder-Decoder Network with Attention Mechanism for Fast Video Object Segmentation, Symmetry 11(8) 1006, 2019", tiny=dict(depth=18, base_width=8, mdim=16, reduction=4))
 def build_savos(
     *, depth: int = 50, base_width: int = 64, mdim: int = 256, gc_kernel: int = 7, reduction: int = 16, freeze_bn: bool = True, scales: Sequence[float] = (1.0,)
 ) -> SAVOS:

@@ -33,7 +33,8 @@ from ..models import create_method
 from ..weights import load_into, save_state_dict
 from ..weights.serialization import load_state_dict
 from ..datasets import VideoSequence
-from .recipes import get_recipe
+from .recipes import Recipe, get_recipe
+from .sampling import ClipSampler
 
 
 @dataclasses.dataclass
@@ -41,7 +42,7 @@ class TrainConfig:
     """Settings of a run (stored as ``config.json``).
 
     Attributes:
-        method: registered method name with a recipe (:data:`~vostool.train.recipes.TRAINABLE`).
+        method: registered method name with a recipe (:data:`~vostool.train.recipes.RECIPES`).
         arch: builder keyword arguments of the network.
         steps: total optimiser steps (the poly schedule reaches 0 at ``steps``).
         batch: clips per step.
@@ -153,7 +154,7 @@ class Trainer:
         elif (self.out / "checkpoint.pt").exists():
             raise InputError(f"{self.out} already holds a run; pass --resume to continue it or choose another --out")
         self.config = config
-        self.recipe = get_recipe(config.method, clip_length=config.clip_length, crop=tuple(config.crop) if config.crop else None, tolerance=config.tolerance, ce_weight=config.ce_weight, max_objects=config.max_objects, flow=config.flow, flow_weights=config.flow_weights)
+        self.recipe: Recipe = get_recipe(config.method, clip_length=config.clip_length, crop=tuple(config.crop) if config.crop else None, tolerance=config.tolerance, ce_weight=config.ce_weight, max_objects=config.max_objects, flow=config.flow, flow_weights=config.flow_weights)
         self.sampler = self.recipe.sampler(list(train_sequences), config.seed)
         torch.manual_seed(config.seed)
         self.method = create_method(config.method, **config.arch)
@@ -292,7 +293,7 @@ class Trainer:
         ``final.safetensors``. The checkpoint keeps the un-recalibrated state."""
         cfg = self.config
         if cfg.bn_recalibrate and not getattr(self.net, "freeze_bn", False):
-            recipe = dataclasses.replace(self.recipe, crop=None) if getattr(self.recipe, "crop", None) is not None else self.recipe
+            recipe = dataclasses.replace(self.recipe, crop=None) if self.recipe.crop is not None else self.recipe  # type: ignore[type-var]
             start = time.perf_counter()
             n = recalibrate_batchnorm(self.net, recipe, self.sampler, cfg.bn_recalibrate, device=self.device, start_step=cfg.steps)
             self.log["bn_recalibration"] = {"clips": cfg.bn_recalibrate, "layers": n, "seconds": round(time.perf_counter() - start, 1)}
@@ -354,7 +355,7 @@ class Trainer:
         )
 
 
-def recalibrate_batchnorm(net: torch.nn.Module, recipe: Any, sampler: Any, clips: int, *, device: str | torch.device = "cpu", start_step: int = 0) -> int:
+def recalibrate_batchnorm(net: torch.nn.Module, recipe: Recipe, sampler: ClipSampler, clips: int, *, device: str | torch.device = "cpu", start_step: int = 0) -> int:
     """Re-estimate every BatchNorm's running mean / variance as the plain average over ``clips``
     training clips ("precise BN"), forward only, in the training recipe's own recurrent passes.
 

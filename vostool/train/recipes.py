@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -50,11 +50,10 @@ from ..flow import OPENCV_FLOWS, backward_warp, create_flow
 from ..io.masks import VOID_ID
 from ..models.blocks import soft_aggregate
 from .augment import hflip, lucid_dream_clip, random_affine, random_crop, reverse
+from ..datasets import VideoSequence
 from .sampling import Clip, ClipSampler
 from .losses import aggregated_cross_entropy, apply_tolerance, instance_iou_loss
 
-TRAINABLE = ("agss", "savos", "embedding", "ovsnet")
-"""Methods with a training recipe."""
 
 
 @dataclasses.dataclass
@@ -115,7 +114,7 @@ class AGSSRecipe:
         d.update(loss="instance IoU (eq. 7) on soft_aggregate" + (f" + {self.ce_weight} x CE" if self.ce_weight else ""), flow=f"{self.flow} (frozen, per step, on the augmented clip)")
         return d
 
-    def sampler(self, sequences: list, seed: int) -> ClipSampler:
+    def sampler(self, sequences: list[VideoSequence], seed: int) -> ClipSampler:
         """The deterministic clip sampler for this recipe."""
         return ClipSampler(sequences, self.clip_length, seed=seed, max_objects=self.max_objects)
 
@@ -292,7 +291,7 @@ class SAVOSRecipe:
         return {"clip_length": self.clip_length, "crop": self.crop, "max_objects": self.max_objects, "lucid_p": self.lucid_p, "flip_p": self.flip_p,
                 "loss": "CE on softmax_aggregate (eq. 5)", "data": "lucid-dream clips from single frames + real clips"}
 
-    def sampler(self, sequences: list, seed: int) -> ClipSampler:
+    def sampler(self, sequences: list[VideoSequence], seed: int) -> ClipSampler:
         return ClipSampler(sequences, self.clip_length, seed=seed, max_objects=self.max_objects)
 
     def make_clip(self, sampler: ClipSampler, step: int, index: int) -> Clip:
@@ -349,7 +348,7 @@ class EmbeddingRecipe:
         return {"clip_length": self.clip_length, "crop": self.crop, "max_objects": self.max_objects, "lambda": self.lam, "flip_p": self.flip_p,
                 "rotation": self.rotation, "scale": list(self.scale), "loss": "BCE(global) + lambda * CE(instances) (eq. 13)"}
 
-    def sampler(self, sequences: list, seed: int) -> ClipSampler:
+    def sampler(self, sequences: list[VideoSequence], seed: int) -> ClipSampler:
         return ClipSampler(sequences, self.clip_length, seed=seed, max_objects=self.max_objects, max_skip=3)
 
     def make_clip(self, sampler: ClipSampler, step: int, index: int) -> Clip:
@@ -412,7 +411,7 @@ class OVSNetRecipe:
         return {"clip_length": self.clip_length, "crop": self.crop, "max_objects": self.max_objects, "flip_p": self.flip_p,
                 "loss": "Mask R-CNN + RPN + triplet Re-ID + 1.3 x MGA CE (eq. 2)"}
 
-    def sampler(self, sequences: list, seed: int) -> ClipSampler:
+    def sampler(self, sequences: list[VideoSequence], seed: int) -> ClipSampler:
         return ClipSampler(sequences, self.clip_length, seed=seed, max_objects=self.max_objects, max_skip=5)
 
     def make_batch(self, sampler: ClipSampler, step: int, batch: int) -> DetectionBatch:
@@ -458,14 +457,34 @@ class OVSNetRecipe:
         return total, {k: float(v.detach()) for k, v in losses.items()}
 
 
-_RECIPES: dict[str, type] = {"agss": AGSSRecipe, "savos": SAVOSRecipe, "embedding": EmbeddingRecipe, "ovsnet": OVSNetRecipe}
+class Recipe(Protocol):
+    """What the trainer needs of a method's recipe (every recipe dataclass above has it)."""
+
+    name: str
+    crop: tuple[int, int] | None
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-able settings (logged and stored in the exported weights' metadata)."""
+
+    def sampler(self, sequences: list[VideoSequence], seed: int) -> ClipSampler:
+        """The deterministic clip sampler of this recipe."""
+
+    def make_batch(self, sampler: ClipSampler, step: int, batch: int) -> Batch | DetectionBatch:
+        """The ``batch`` samples of training step ``step`` (a pure function of the sampler's seed and ``step``)."""
+
+    def loss(self, net: torch.nn.Module, batch: Any, *, autocast: Any = None) -> tuple[torch.Tensor, dict[str, float]]:
+        """The training loss of ``batch`` and its named parts."""
 
 
-def get_recipe(method: str, **kwargs: Any) -> Any:
+RECIPES: dict[str, type[Recipe]] = {r.name: r for r in (AGSSRecipe, SAVOSRecipe, EmbeddingRecipe, OVSNetRecipe)}
+"""Method name -> its training recipe: the one list of trainable methods."""
+
+
+def get_recipe(method: str, **kwargs: Any) -> Recipe:
     """The training recipe of ``method``; keyword arguments a recipe does not have (or None) are
     ignored. InputError for methods without one."""
-    if method not in _RECIPES:
-        raise InputError(f"training is implemented for {', '.join(TRAINABLE)} only; no recipe for method {method!r}")
-    cls = _RECIPES[method]
-    fields = {f.name for f in dataclasses.fields(cls)}
+    if method not in RECIPES:
+        raise InputError(f"training is implemented for {', '.join(RECIPES)} only; no recipe for method {method!r}")
+    cls = RECIPES[method]
+    fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     return cls(**{k: v for k, v in kwargs.items() if v is not None and k in fields})
