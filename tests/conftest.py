@@ -9,7 +9,7 @@ from pathlib import Path
 # As vostool does on import: passive OpenMP waiting keeps small CPU tests fast on a loaded machine
 # (test modules may import torch before vostool).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-sys.path.insert(0, str(Path(__file__).parent))  # tests/synthetic.py
+sys.path.insert(0, str(Path(__file__).parent))  # the helper modules: synthetic_videos.py, method_contracts.py
 
 import pytest
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from synthetic import moving_objects, write_folder, write_mp4
+from synthetic_videos import moving_objects, write_folder, write_mp4
 from vostool.cli import main
 from vostool.io.masks import DAVIS_PALETTE, read_index_png, write_index_png
 from vostool.io.video import open_video

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from synthetic import texture
+from synthetic_videos import texture
 from vostool.errors import InputError
 from vostool.flow import backward_warp, create_flow
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from synthetic import texture
+from synthetic_videos import texture
 from vostool.io.masks import DAVIS_PALETTE
 from vostool.io.overlay import render_overlay
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from synthetic import moving_objects, write_folder, write_mp4
+from synthetic_videos import moving_objects, write_folder, write_mp4
 from vostool.errors import InputError
 from vostool.io.video import FrameFolder, VideoWriter, natural_key, open_video
 

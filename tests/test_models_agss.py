@@ -6,18 +6,17 @@ from functools import partial
 
 import pytest
 import torch
-from synthetic import (
+from method_contracts import (
     assert_gradients_reach,
     assert_probabilities,
     assert_session_resumes,
     first_frame_state,
     fp32_and_bf16,
-    moving_objects,
     propagate_with_late_object,
     tiny_method,
     to_inputs,
-    without,
 )
+from synthetic_videos import moving_objects, without
 
 from vostool.models import available_methods, method_info
 from vostool.models.agss import AGSS, AGSSNet

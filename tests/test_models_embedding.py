@@ -9,18 +9,17 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from synthetic import (
+from method_contracts import (
     assert_gradients_reach,
-    assert_session_resumes,
     assert_probabilities,
+    assert_session_resumes,
     first_frame_state,
     fp32_and_bf16,
-    moving_discs,
     propagate_with_late_object,
     tiny_method,
     to_inputs,
-    without,
 )
+from synthetic_videos import moving_discs, without
 
 from vostool.models import available_methods, method_info
 from vostool.models.blocks import softmax_aggregate

@@ -6,17 +6,16 @@ from functools import partial
 
 import pytest
 import torch
-from synthetic import (
+from method_contracts import (
     assert_gradients_reach,
     assert_probabilities,
     assert_session_resumes,
     first_frame_state,
-    moving_discs,
     propagate_with_late_object,
     tiny_method,
     to_inputs,
-    without,
 )
+from synthetic_videos import moving_discs, without
 
 from vostool.models import available_methods, method_info
 from vostool.models.ovsnet import (

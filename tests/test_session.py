@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from synthetic import iou, moving_objects
+from synthetic_videos import iou, moving_objects
 from vostool import create_session
 from vostool.errors import InputError
 from vostool.inference.session import channel_argmax

@@ -11,7 +11,7 @@ import torch
 from click.testing import CliRunner
 from safetensors import safe_open
 
-from synthetic import train_steps
+from method_contracts import train_steps
 from vostool.cli import cli
 from vostool.errors import VostoolError
 from vostool.train.loop import TrainConfig, Trainer

@@ -9,7 +9,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from synthetic import train_steps
+from method_contracts import train_steps
 from vostool.cli import cli
 from vostool.models import create_method, method_info
 from vostool.train.recipes import get_recipe

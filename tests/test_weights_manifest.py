@@ -105,3 +105,13 @@ def test_declared_parameter_count_matches_network(name):
     if net is None:
         pytest.skip(f"no vostool network for target {entry.target!r}")
     assert sum(p.numel() for p in net.parameters()) == entry.num_params
+
+
+def test_train_hints_are_commands_the_cli_takes() -> None:
+    """weights.toml tells users how to train what is not published: `vostool train --method NAME`
+    with a NAME that has a training recipe."""
+    from vostool.train.recipes import RECIPES
+
+    hints = [h.split() for t in load_manifest().targets.values() for h in re.findall(r"`vostool train([^`]*)`", t.how)]
+    assert len(hints) >= 3
+    assert [h for h in hints if h and (h[0] != "--method" or h[1] not in RECIPES)] == []

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 from .errors import InputError
 from .inference.builder import create_session, load_method
 from .inference.device import resolve_device
-from .inference.engine import run_video
+from .inference.video_to_folder import segment_to_folder
 from .inference.session import Session, StepResult
 from .io.masks import IndexMask, read_mask
 from .io.video import IMAGE_SUFFIXES, VideoSource, natural_key, open_video
@@ -122,7 +122,7 @@ def segment(
     try:
         given = collect_masks(mask, masks_dir, frame_names=source.frame_names)
         session = create_session(run)
-        return run_video(session, source, given, Path(out), output, progress=progress)
+        return segment_to_folder(session, source, given, Path(out), output, progress=progress)
     finally:
         source.close()
 

@@ -232,14 +232,3 @@ def read_index_png(path: str | os.PathLike[str]) -> np.ndarray:
     if img.mode == "1":
         return np.array(img, dtype=np.uint8) * 255
     return read_mask(path).ids
-
-
-def one_hot(ids: np.ndarray, object_ids: list[int]) -> np.ndarray:
-    """``(H, W)`` ids -> ``(K + 1, H, W)`` float32 one-hot over [background] + ``object_ids``."""
-    out = np.zeros((len(object_ids) + 1, *ids.shape), dtype=np.float32)
-    out[0] = 1.0
-    for k, oid in enumerate(object_ids, start=1):
-        m = ids == oid
-        out[k][m] = 1.0
-        out[0][m] = 0.0
-    return out

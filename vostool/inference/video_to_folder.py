@@ -1,4 +1,5 @@
-"""``vostool segment``'s run: reader thread -> the session's frame loop -> writer thread.
+"""Segmenting a video into an output folder (``vostool segment``): reader thread -> the
+session's frame loop (:meth:`~vostool.inference.session.Session.propagate`) -> writer thread.
 
 Decoding runs one frame ahead in a reader thread and all encoding (PNG, H.264) runs in a writer
 thread, so on a 2-core machine the three overlap. Every ``checkpoint_every`` frames (and on
@@ -140,7 +141,7 @@ def _fingerprint(session: Session, source: VideoSource, masks: dict[int, IndexMa
     }
 
 
-def run_video(session: Session, source: VideoSource, masks: dict[int, IndexMask], out: Path, options: OutputOptions, *, progress: bool = False) -> dict[str, Any]:
+def segment_to_folder(session: Session, source: VideoSource, masks: dict[int, IndexMask], out: Path, options: OutputOptions, *, progress: bool = False) -> dict[str, Any]:
     """Segment a whole video into the folder ``out`` and return the timing summary.
 
     Args:
