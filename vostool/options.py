@@ -4,8 +4,8 @@
   precision. Used by ``vostool segment``, ``vostool bench`` and :func:`vostool.create_session`.
 * :class:`OutputOptions` — what ``vostool segment`` writes and what it does with a folder that
   already holds a run.
-* :class:`TrainOptions` — what ``vostool train`` was asked to do (the run's stored settings are
-  :class:`vostool.train.loop.TrainConfig`).
+* :class:`TrainConfig` — the settings of a training run (stored as its ``config.json``), and
+  :class:`TrainOptions` — what ``vostool train`` was asked to do: a config and how to start it.
 
 The CLI builds them with shared click option decorators (:mod:`vostool.cli.options`) whose
 defaults are these fields' defaults; the Python API builds them from keyword arguments. This
@@ -87,52 +87,98 @@ class OutputOptions:
     png_compression: int = 1
 
 
+@dataclass
+class TrainConfig:
+    """Settings of a run (stored as ``config.json``).
+
+    Attributes:
+        method: registered method name with a recipe (:data:`~vostool.train.recipes.RECIPES`).
+        arch: builder keyword arguments of the network.
+        steps: total optimiser steps (the poly schedule reaches 0 at ``steps``).
+        batch: clips per step.
+        lr: initial learning rate (Adam).
+        poly_power: exponent of the poly schedule.
+        weight_decay: Adam weight decay.
+        seed: initialisation and data seed.
+        clip_length / crop / tolerance / ce_weight / max_objects: recipe settings (None / unused
+            ones: the recipe's defaults; tolerance and ce_weight are AGSS-VOS's).
+        checkpoint_every: steps between checkpoints (0 = only at the end).
+        val_every: steps between validations (0 = only at the end; validation needs val sequences).
+        log_every: steps between log entries.
+        grad_clip: gradient-norm clip (0 = none).
+        bn_recalibrate: at the end, re-estimate BatchNorm statistics over this many training
+            clips (:func:`vostool.train.loop.recalibrate_batchnorm`; skipped for frozen BN; 0 = never).
+        flow / flow_weights: the frozen flow of recipes that warp (AGSS: ``dis`` on the CPU,
+            ``raft-small`` on CUDA) and of validation.
+        init: a safetensors file of the same network to start from (fine-tuning), None = random.
+    """
+
+    method: str = "agss"
+    arch: dict[str, Any] = field(default_factory=dict)
+    steps: int = 1000
+    batch: int = 1
+    lr: float = 1e-4
+    poly_power: float = 0.9
+    weight_decay: float = 0.0
+    seed: int = 0
+    clip_length: int | None = None
+    crop: list[int] | None = None
+    tolerance: float = 0.5
+    ce_weight: float = 0.1
+    max_objects: int | None = None
+    checkpoint_every: int = 100
+    val_every: int = 0
+    log_every: int = 10
+    grad_clip: float = 0.0
+    bn_recalibrate: int = 100
+    flow: str = "dis"
+    flow_weights: str | None = None
+    init: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+
 @dataclass(frozen=True)
 class TrainOptions:
-    """What ``vostool train`` was asked to do (see ``vostool train --help`` for each option).
+    """What ``vostool train`` was asked to do: the run's settings and what starting it needs.
 
-    Network: ``method`` (one with a training recipe), ``variant`` (``paper`` / ``tiny``),
-    ``depth``, ``base_width``, ``mdim``, ``freeze_bn``, ``init`` (weights to start from).
-    Data: ``data_root``, ``size`` (frame height), ``synthetic`` (extra synthetic videos),
-    ``val_split``, ``max_sequences``. Schedule: ``steps``, ``batch``, ``lr``, ``crop`` (``HxW``),
-    ``seed``, ``tolerance``, ``ce_weight``, ``grad_clip``, ``bn_recalibrate``, ``flow``
-    (``auto`` or a flow name), ``flow_weights``. Run: ``out``, ``resume``, ``device``,
-    ``threads``, ``val_every``, ``checkpoint_every``, ``time_limit`` (minutes), ``export_path``,
-    ``stop_at``.
+    Attributes:
+        out: the run folder.
+        config: the run's settings (``arch`` and ``data`` are filled in when the run starts).
+        steps: optimiser steps; None: the config's default, or the run's own with ``resume``.
+        flow: ``auto`` (``raft-small`` on CUDA, ``dis`` on the CPU) or a flow name.
+        data_root / size / synthetic / val_split / max_sequences: the training set (a DAVIS or
+            YouTube-VOS root, read at frame height ``size``), synthetic videos added to it, the
+            held-out split (:func:`vostool.datasets.held_out_names`), a cap on the sequences read.
+        variant / depth / base_width / mdim / freeze_bn: the network's size (``arch``).
+        resume / device / threads / time_limit / export_path / stop_at: continue the run in
+            ``out``; where it runs; CPU threads; minutes before stopping with a checkpoint; a copy
+            of the final weights; stop at this step.
     """
 
     out: Path
-    method: str = "agss"
-    data_root: Path | None = None
+    config: TrainConfig = field(default_factory=TrainConfig)
     steps: int | None = None
-    batch: int = 1
-    lr: float = 1e-4
+    flow: str = "auto"
+    data_root: Path | None = None
     size: int = 240
-    crop: str | None = None
+    synthetic: int = 0
+    val_split: str = "auto"
+    max_sequences: int | None = None
     variant: str | None = None
     depth: int | None = None
     base_width: int | None = None
     mdim: int | None = None
     freeze_bn: bool = False
-    seed: int = 0
     resume: bool = False
     device: str = "auto"
     threads: int | None = None
-    val_split: str = "auto"
-    val_every: int = 0
-    checkpoint_every: int = 100
-    synthetic: int = 0
-    tolerance: float = 0.5
-    ce_weight: float = 0.1
-    grad_clip: float = 0.0
-    flow: str = "auto"
-    flow_weights: str | None = None
-    init: str | None = None
-    bn_recalibrate: int = 100
     time_limit: float | None = None
     export_path: Path | None = None
     stop_at: int | None = None
-    max_sequences: int | None = None
 
 
 T = TypeVar("T")

@@ -2,7 +2,8 @@
 
 :func:`run_options` adds the options of :class:`~vostool.options.RunOptions` and hands the
 command one ``run`` argument; :func:`output_options` does the same for
-:class:`~vostool.options.OutputOptions` (``output``). Defaults are the dataclasses' own.
+:class:`~vostool.options.OutputOptions` (``output``) and :func:`train_config_options` for
+:class:`~vostool.options.TrainConfig` (``config``). Defaults are the dataclasses' own.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from typing import Any, Callable, TypeVar
 
 import click
 
-from ..options import FLOW_NAMES, PRECISION_NAMES, OutputOptions, RunOptions, default
+from ..errors import InputError
+from ..options import FLOW_NAMES, PRECISION_NAMES, OutputOptions, RunOptions, TrainConfig, default
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -73,3 +75,39 @@ def output_options() -> Callable[[F], F]:
     ]
     fields = ("overlay", "overlay_frames", "soft", "mattes", "resume", "overwrite", "checkpoint_every")
     return _grouped(OutputOptions, "output", options, fields)
+
+
+def _crop(ctx: click.Context, param: click.Parameter, text: str | None) -> list[int] | None:
+    """``--crop 224x320`` -> ``[224, 320]`` (height, width); none -> None."""
+    if not text or text.lower() == "none":
+        return None
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise InputError(f"--crop must look like 224x320 (height x width), got {text!r}") from None
+    if h < 32 or w < 32:
+        raise InputError(f"--crop {text} is too small; use at least 32x32")
+    return [h, w]
+
+
+def train_config_options() -> Callable[[F], F]:
+    """The options of a training run's :class:`TrainConfig` (its stored settings), passed as ``config``."""
+    d = TrainConfig()
+    options = [
+        click.option("--method", default=d.method, show_default=True, help="Method to train: one with a training recipe (below); agss is the one with a tested real run."),
+        click.option("--batch", type=click.IntRange(1), default=d.batch, show_default=True, help="Clips per step."),
+        click.option("--lr", type=float, default=d.lr, show_default=True, help="Initial Adam learning rate (poly decay)."),
+        click.option("--crop", default=None, metavar="HxW", callback=_crop, help="Random crop of every clip (e.g. 224x320); needed with --batch > 1 when videos differ in size."),
+        click.option("--seed", type=int, default=d.seed, show_default=True),
+        click.option("--val-every", type=click.IntRange(0), default=d.val_every, show_default=True, help="Steps between validations (0: only at the end)."),
+        click.option("--checkpoint-every", type=click.IntRange(0), default=d.checkpoint_every, show_default=True, help="Steps between checkpoints (0: only at the end)."),
+        click.option("--tolerance", type=float, default=d.tolerance, show_default=True, help="IoU below which a previous mask is replaced by the ground truth."),
+        click.option("--ce-weight", type=float, default=d.ce_weight, show_default=True, help="Weight of the auxiliary cross-entropy term (0: IoU loss only)."),
+        click.option("--grad-clip", type=float, default=d.grad_clip, show_default=True, help="Gradient-norm clip (0: none)."),
+        flow_weights_option,
+        click.option("--init", type=click.Path(exists=True, dir_okay=False), default=d.init, help="Start from these weights (safetensors of the same network) instead of random ones."),
+        click.option("--bn-recalibrate", type=click.IntRange(0), default=d.bn_recalibrate, show_default=True,
+                     help="At the end, re-estimate BatchNorm statistics over this many training clips (trained BN only; 0: never)."),
+    ]
+    fields = ("method", "batch", "lr", "crop", "seed", "val_every", "checkpoint_every", "tolerance", "ce_weight", "grad_clip", "flow_weights", "init", "bn_recalibrate")
+    return _grouped(TrainConfig, "config", options, fields)

@@ -7,49 +7,41 @@ from typing import Any
 
 import click
 
-from ..options import FLOW_NAMES, TrainOptions, default
-from .options import device_option, flow_weights_option
+from ..options import FLOW_NAMES, TrainConfig, TrainOptions, default
+from .options import device_option, train_config_options
 
 
-def _d(name: str) -> Any:
+def _o(name: str) -> Any:
     return default(TrainOptions, name)
 
 
+def _d(name: str) -> Any:
+    return default(TrainConfig, name)
+
+
 @click.command("train")
-@click.option("--method", default=_d("method"), show_default=True, help="Method to train: one with a training recipe (below); agss is the one with a tested real run.")
+@train_config_options()
 @click.option("--data", "data_root", type=click.Path(path_type=Path), default=None, help="Training set root (DAVIS or YouTube-VOS layout).")
 @click.option("--out", "out", type=click.Path(path_type=Path), required=True, help="Run folder (checkpoints, train.json, final.safetensors).")
-@click.option("--steps", type=click.IntRange(1), default=None, help="Optimiser steps, the poly schedule ends there (default 1000; with --resume: the run's own).")
-@click.option("--batch", type=click.IntRange(1), default=_d("batch"), show_default=True, help="Clips per step.")
-@click.option("--lr", type=float, default=_d("lr"), show_default=True, help="Initial Adam learning rate (poly decay).")
-@click.option("--size", type=click.IntRange(32, 4096), default=_d("size"), show_default=True, help="Frame height the videos are resized to when read.")
-@click.option("--crop", default=None, metavar="HxW", help="Random crop of every clip (e.g. 224x320); needed with --batch > 1 when videos differ in size.")
+@click.option("--steps", type=click.IntRange(1), default=None, help=f"Optimiser steps, the poly schedule ends there (default {_d('steps')}; with --resume: the run's own).")
+@click.option("--size", type=click.IntRange(32, 4096), default=_o("size"), show_default=True, help="Frame height the videos are resized to when read.")
 @click.option("--variant", type=click.Choice(["paper", "tiny"]), default=None, help="Start from the method's paper or tiny size.")
 @click.option("--depth", type=click.IntRange(18, 152), default=None, help="Encoder ResNet depth.")
 @click.option("--base-width", type=click.IntRange(4, 256), default=None, help="Encoder stem width.")
 @click.option("--mdim", type=click.IntRange(4, 1024), default=None, help="Decoder width.")
-@click.option("--freeze-bn/--train-bn", default=_d("freeze_bn"), show_default=True, help="Freeze BatchNorm (for pretrained encoders) or train it (from scratch).")
-@click.option("--seed", type=int, default=_d("seed"), show_default=True)
+@click.option("--freeze-bn/--train-bn", default=_o("freeze_bn"), show_default=True, help="Freeze BatchNorm (for pretrained encoders) or train it (from scratch).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out exactly where its last checkpoint stopped.")
 @device_option
 @click.option("--threads", type=click.IntRange(1, 256), default=None, help="CPU threads for torch (default: torch's choice).")
-@click.option("--val-split", default=_d("val_split"), show_default=True, help="Held-out sequences: a split file, 'davis16' (the shipped 5-sequence split), 'none', or 'auto' (davis16 when all its sequences are in --data).")
-@click.option("--val-every", type=click.IntRange(0), default=_d("val_every"), show_default=True, help="Steps between validations (0: only at the end).")
-@click.option("--checkpoint-every", type=click.IntRange(0), default=_d("checkpoint_every"), show_default=True, help="Steps between checkpoints (0: only at the end).")
-@click.option("--synthetic", type=click.IntRange(0), default=_d("synthetic"), show_default=True, help="Add this many synthetic videos to the training set.")
-@click.option("--tolerance", type=float, default=_d("tolerance"), show_default=True, help="IoU below which a previous mask is replaced by the ground truth.")
-@click.option("--ce-weight", type=float, default=_d("ce_weight"), show_default=True, help="Weight of the auxiliary cross-entropy term (0: IoU loss only).")
-@click.option("--grad-clip", type=float, default=_d("grad_clip"), show_default=True, help="Gradient-norm clip (0: none).")
-@click.option("--flow", default=_d("flow"), show_default=True, help=f"Frozen flow for warping previous masks: auto (raft-small on CUDA, dis on the CPU), {', '.join(FLOW_NAMES)}.")
-@flow_weights_option
-@click.option("--init", "init", type=click.Path(exists=True, dir_okay=False), default=None, help="Start from these weights (safetensors of the same network) instead of random ones.")
-@click.option("--bn-recalibrate", type=click.IntRange(0), default=_d("bn_recalibrate"), show_default=True, help="At the end, re-estimate BatchNorm statistics over this many training clips (trained BN only; 0: never).")
+@click.option("--val-split", default=_o("val_split"), show_default=True, help="Held-out sequences: a split file, 'davis16' (the shipped 5-sequence split), 'none', or 'auto' (davis16 when all its sequences are in --data).")
+@click.option("--synthetic", type=click.IntRange(0), default=_o("synthetic"), show_default=True, help="Add this many synthetic videos to the training set.")
+@click.option("--flow", default=_o("flow"), show_default=True, help=f"Frozen flow for warping previous masks: auto (raft-small on CUDA, dis on the CPU), {', '.join(FLOW_NAMES)}.")
 @click.option("--time-limit", type=float, default=None, metavar="MIN", help="Stop (with a checkpoint) after this many minutes.")
 @click.option("--export", "export_path", type=click.Path(path_type=Path), default=None, help="Also copy the final fp16 weights here.")
 @click.option("--stop-at", type=click.IntRange(1), default=None, hidden=True, help="Stop at this step (tests of --resume).")
 @click.option("--max-sequences", type=click.IntRange(1), default=None, hidden=True)
 @click.option("--quiet", is_flag=True, help="No progress bar or log lines.")
-def train(quiet: bool, **options: Any) -> None:
+def train(config: TrainConfig, quiet: bool, **options: Any) -> None:
     """Train a method's network (Adam + poly schedule for every method).
 
     \b
@@ -67,4 +59,4 @@ def train(quiet: bool, **options: Any) -> None:
     """
     from ..train.run import run_training
 
-    run_training(TrainOptions(**options), quiet=quiet, say=lambda m: click.echo(m, err=True))
+    run_training(TrainOptions(config=config, **options), quiet=quiet, say=lambda m: click.echo(m, err=True))

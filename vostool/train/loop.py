@@ -29,65 +29,13 @@ import torch
 
 from ..errors import InputError
 from ..io.atomic import atomic_path, write_text_atomic
+from ..options import TrainConfig
 from ..models import create_method
 from ..weights import load_into, save_state_dict
 from ..weights.serialization import load_state_dict
 from ..datasets import VideoSequence
 from .recipes import Recipe, get_recipe
 from .sampling import ClipSampler
-
-
-@dataclasses.dataclass
-class TrainConfig:
-    """Settings of a run (stored as ``config.json``).
-
-    Attributes:
-        method: registered method name with a recipe (:data:`~vostool.train.recipes.RECIPES`).
-        arch: builder keyword arguments of the network.
-        steps: total optimiser steps (the poly schedule reaches 0 at ``steps``).
-        batch: clips per step.
-        lr: initial learning rate (Adam).
-        poly_power: exponent of the poly schedule.
-        weight_decay: Adam weight decay.
-        seed: initialisation and data seed.
-        clip_length / crop / tolerance / ce_weight / max_objects: recipe settings (None / unused
-            ones: the recipe's defaults; tolerance and ce_weight are AGSS-VOS's).
-        checkpoint_every: steps between checkpoints (0 = only at the end).
-        val_every: steps between validations (0 = only at the end; validation needs val sequences).
-        log_every: steps between log entries.
-        grad_clip: gradient-norm clip (0 = none).
-        bn_recalibrate: at the end, re-estimate BatchNorm statistics over this many training
-            clips (:func:`recalibrate_batchnorm`; skipped for frozen BN; 0 = never).
-        flow / flow_weights: the frozen flow of recipes that warp (AGSS: ``dis`` on the CPU,
-            ``raft-small`` on CUDA) and of validation.
-        init: a safetensors file of the same network to start from (fine-tuning), None = random.
-    """
-
-    method: str = "agss"
-    arch: dict[str, Any] = dataclasses.field(default_factory=dict)
-    steps: int = 1000
-    batch: int = 1
-    lr: float = 1e-4
-    poly_power: float = 0.9
-    weight_decay: float = 0.0
-    seed: int = 0
-    clip_length: int | None = None
-    crop: list[int] | None = None
-    tolerance: float = 0.5
-    ce_weight: float = 0.1
-    max_objects: int | None = None
-    checkpoint_every: int = 100
-    val_every: int = 0
-    log_every: int = 10
-    grad_clip: float = 0.0
-    bn_recalibrate: int = 100
-    flow: str = "dis"
-    flow_weights: str | None = None
-    init: str | None = None
-    data: dict[str, Any] = dataclasses.field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 def poly_lr(base: float, step: int, total: int, power: float) -> float:

@@ -12,41 +12,29 @@ from typing import Any, Callable
 
 from ..errors import InputError
 from ..io.atomic import write_bytes_atomic
-from ..options import FLOW_NAMES, TrainOptions
+from ..options import FLOW_NAMES, TrainConfig, TrainOptions
 from ..datasets import VideoSequence, generate_dataset, held_out_names, load_dataset
-from .loop import TrainConfig, Trainer
+from .loop import Trainer
 from .recipes import get_recipe
 
 Say = Callable[[str], None]
-
-
-def parse_crop(text: str | None) -> list[int] | None:
-    """``"224x320"`` -> ``[224, 320]`` (height, width); None or ``"none"`` -> None."""
-    if not text or text.lower() == "none":
-        return None
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise InputError(f"--crop must look like 224x320 (height x width), got {text!r}") from None
-    if h < 32 or w < 32:
-        raise InputError(f"--crop {text} is too small; use at least 32x32")
-    return [h, w]
 
 
 def network_arch(options: TrainOptions) -> dict[str, Any]:
     """Builder keyword arguments of the network to train (variant, then explicit sizes); checks they fit the method."""
     from ..models import create_method, method_info
 
-    info = method_info(options.method)
+    method = options.config.method
+    info = method_info(method)
     arch = dict(info.tiny) if options.variant == "tiny" else {}
     arch.update({k: v for k, v in dict(depth=options.depth, base_width=options.base_width, mdim=options.mdim).items() if v is not None})
     if "freeze_bn" in inspect.signature(info.builder).parameters:
         arch["freeze_bn"] = options.freeze_bn
     try:
-        create_method(options.method, **arch)
+        create_method(method, **arch)
     except TypeError as exc:
         raise InputError(
-            f"network options {sorted(k for k in arch if k != 'freeze_bn')} do not all apply to method {options.method!r} ({exc}); drop the ones it does not have"
+            f"network options {sorted(k for k in arch if k != 'freeze_bn')} do not all apply to method {method!r} ({exc}); drop the ones it does not have"
         ) from None
     return arch
 
@@ -60,7 +48,7 @@ def _resumed(options: TrainOptions) -> TrainOptions:
     stored = stored_cfg.get("data", {})
     return dataclasses.replace(
         options,
-        seed=int(stored_cfg.get("seed", options.seed)),
+        config=dataclasses.replace(options.config, seed=int(stored_cfg.get("seed", options.config.seed))),
         data_root=options.data_root or (Path(stored["root"]) if stored.get("root") else None),
         synthetic=options.synthetic or int(stored.get("synthetic", 0)),
         size=int(stored.get("size", options.size)),
@@ -81,7 +69,7 @@ def load_training_data(options: TrainOptions, say: Say) -> tuple[list[VideoSeque
         sequences = load_dataset(root, exclude=val_names, height=options.size, max_sequences=options.max_sequences)
     if options.synthetic:
         width = sequences[0].images.shape[2] if sequences else round(options.size * 16 / 9)
-        sequences += generate_dataset(options.seed, options.synthetic, size=(options.size, int(width)))
+        sequences += generate_dataset(options.config.seed, options.synthetic, size=(options.size, int(width)))
     val_sequences = load_dataset(root, include=val_names, height=options.size) if root is not None and val_names else []
     say(f"vostool: {len(sequences)} training videos ({sum(len(s) for s in sequences)} frames), {len(val_sequences)} validation videos")
     return sequences, val_sequences, val_names
@@ -100,7 +88,7 @@ def run_training(options: TrainOptions, *, quiet: bool = False, say: Say | None 
     from ..inference.device import resolve_device
 
     say = say if say is not None and not quiet else (lambda m: None)
-    get_recipe(options.method)  # one-line error for methods without a recipe
+    get_recipe(options.config.method)  # one-line error for methods without a recipe
     if options.flow != "auto" and options.flow not in FLOW_NAMES:
         raise InputError(f"unknown flow {options.flow!r}; choose auto or one of: {', '.join(FLOW_NAMES)}")
     if options.threads:
@@ -112,11 +100,11 @@ def run_training(options: TrainOptions, *, quiet: bool = False, say: Say | None 
     arch = network_arch(options)
     options = _resumed(options)
     sequences, val_sequences, val_names = load_training_data(options, say)
-    cfg = TrainConfig(
-        method=options.method, arch=arch, steps=options.steps if options.steps is not None else (0 if options.resume else 1000), batch=options.batch,
-        lr=options.lr, seed=options.seed, crop=parse_crop(options.crop), tolerance=options.tolerance, ce_weight=options.ce_weight,
-        checkpoint_every=options.checkpoint_every, val_every=options.val_every, grad_clip=options.grad_clip, bn_recalibrate=options.bn_recalibrate,
-        flow=options.flow if options.flow != "auto" else ("raft-small" if dev.type == "cuda" else "dis"), flow_weights=options.flow_weights, init=options.init,
+    cfg = dataclasses.replace(
+        options.config,
+        arch=arch,
+        steps=options.steps if options.steps is not None else (0 if options.resume else TrainConfig.steps),
+        flow=options.flow if options.flow != "auto" else ("raft-small" if dev.type == "cuda" else "dis"),
         data={"root": str(options.data_root) if options.data_root else None, "size": options.size, "synthetic": options.synthetic, "val_split": options.val_split,
               "val_sequences": val_names, "train_sequences": len(sequences), "max_sequences": options.max_sequences},
     )
