@@ -2,7 +2,8 @@
 
     import vostool
     vostool.segment("clip.mp4", "first_frame_mask.png", "out/", method="flow")
-    session = vostool.create_session("flow", flow="dis")   # per-video state; session.step(frame, mask)
+    session = vostool.create_session("flow", flow="dis")   # per-video state
+    for result in session.propagate(frames, {0: first_mask}): ...   # the frame loop
 """
 
 from __future__ import annotations

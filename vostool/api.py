@@ -5,9 +5,8 @@
     summary = vostool.segment("clip.mp4", "f0.png", "out/", run=RunOptions(method="agss"), output=OutputOptions(soft=True))
 
     session = vostool.create_session("flow", flow="dis")
-    for t, frame in enumerate(frames):                  # (H, W, 3) uint8 RGB
-        result = session.step(frame, mask=first_mask if t == 0 else None)
-        result.ids                                       # (H, W) uint8 object ids
+    for result in session.propagate(frames, {0: first_mask}):   # (H, W, 3) uint8 RGB frames
+        result.ids                                              # (H, W) uint8 object ids
 """
 
 from __future__ import annotations

@@ -14,12 +14,12 @@ from typing import Any
 
 import torch
 
-from ..errors import InputError, WeightsError
+from ..errors import WeightsError
 from ..flow import FlowEstimator, create_flow
 from ..models import VOSMethod, available_methods, create_method, method_info
 from ..options import RunOptions
 from .device import resolve_device
-from .session import PRECISIONS, Session
+from .session import Session
 
 
 def _arch_from_file(path: Path) -> dict[str, Any]:
@@ -91,8 +91,6 @@ def create_session(method: str | VOSMethod | RunOptions = "flow", *, flow_estima
         built = method
         options = RunOptions(method=method.name, **fields)
     dev = resolve_device(options.device)
-    if options.precision not in PRECISIONS:
-        raise InputError(f"unknown precision {options.precision!r}; choose one of: {', '.join(PRECISIONS)}")
     weights_info = None
     if built is None:
         built, weights_info = load_method(options.method, weights=options.weights, offline=options.offline, **dict(options.method_kwargs))

@@ -112,7 +112,7 @@ class Session:
         if method.uses_flow and flow is None:
             raise InputError(f"method {method.name!r} needs an optical-flow backend (--flow)")
         if options.precision not in PRECISIONS:
-            raise InputError(f"unknown precision {options.precision!r}; choose fp32, bf16 or fp16")
+            raise InputError(f"unknown precision {options.precision!r}; choose one of: {', '.join(PRECISION_NAMES)}")
         self.method = method
         self.flow_estimator = flow
         self.options = options
