@@ -192,7 +192,7 @@ def _open_davis(root: Path, kind: str, split: str, resolution: str | None, only:
         names = folders
     elif split_file is None:
         tried = ", ".join(str(p.relative_to(root)) for p in _split_candidates(root, kind, split, res))
-        log.warning("no split file for %r (looked for %s); scoring every sequence folder in %s (%d)", split, tried, ann_root, len(folders))
+        log.warning("no split file for %r (looked for %s); using every sequence folder in %s (%d)", split, tried, ann_root, len(folders))
         names = folders
     else:
         names = read_split_file(split_file)

@@ -21,6 +21,9 @@ from ..io.masks import VOID_ID
 from .annotations import read_annotation
 from .layouts import open_dataset
 
+TRAINING_RESOLUTIONS = ("480p", "240p", "Full-Resolution")
+"""DAVIS resolution folders a training set is read from, in order of preference (else the only one)."""
+
 
 @dataclasses.dataclass
 class VideoSequence:
@@ -77,7 +80,8 @@ def load_dataset(
     """Read the annotated sequences of a DAVIS or YouTube-VOS set into memory.
 
     Args:
-        root: dataset root (see :mod:`vostool.datasets.layouts`).
+        root: dataset root (see :mod:`vostool.datasets.layouts`); a DAVIS root is read at the
+            first of :data:`TRAINING_RESOLUTIONS` it has, else at its only resolution.
         split: split name (the DAVIS split file; the YouTube-VOS folder).
         include: read exactly these sequences (in this order), split file or not; None reads the split.
         exclude: drop these names (e.g. a held-out validation split).
@@ -93,7 +97,8 @@ def load_dataset(
     if not root.is_dir():
         raise InputError(f"training data folder {root} does not exist; give a DAVIS or YouTube-VOS root")
     wanted = None if include is None else list(include)
-    ds = open_dataset(root, split=split, sequences=wanted, every_sequence=wanted is not None, need_meta=False)
+    res = next((r for r in TRAINING_RESOLUTIONS if (root / "Annotations" / r).is_dir() and (root / "JPEGImages" / r).is_dir()), None)
+    ds = open_dataset(root, split=split, resolution=res, sequences=wanted, every_sequence=wanted is not None, need_meta=False)
     drop = set(exclude)
     seqs = [s for s in ds.sequences if s.name not in drop][:max_sequences]
     out: list[VideoSequence] = []
