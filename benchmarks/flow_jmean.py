@@ -51,8 +51,9 @@ def main() -> None:
     ap.add_argument("--sequences", nargs="*", default=None)
     args = ap.parse_args()
     seqs = args.sequences or sorted(p.name for p in (args.root / "JPEGImages" / args.resolution).iterdir() if p.is_dir())
-    session = vostool.create_session(args.method, flow=args.flow, weights=args.weights, flow_weights=args.flow_weights,
-                                     size=args.size, device="cpu")
+    session = vostool.create_session(
+        args.method, flow=args.flow, weights=args.weights, flow_weights=args.flow_weights, size=args.size, device="cpu"
+    )
     rows = {}
     for s in seqs:
         j, n, fps = sequence_j(session, args.root, s, args.resolution)

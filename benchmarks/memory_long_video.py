@@ -35,8 +35,16 @@ def pingpong_video(seq: Path, n: int, dest: Path) -> Path:
     order = files + files[-2:0:-1]
     first = cv2.imread(str(files[0]))
     h, w = first.shape[:2]
-    gen = imageio_ffmpeg.write_frames(str(dest), (w, h), fps=24, codec="libx264", quality=None, macro_block_size=1,
-                                      output_params=["-crf", "20", "-preset", "ultrafast"], ffmpeg_log_level="error")
+    gen = imageio_ffmpeg.write_frames(
+        str(dest),
+        (w, h),
+        fps=24,
+        codec="libx264",
+        quality=None,
+        macro_block_size=1,
+        output_params=["-crf", "20", "-preset", "ultrafast"],
+        ffmpeg_log_level="error",
+    )
     gen.send(None)
     cache = {}
     for i in range(n):
@@ -60,8 +68,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for n in (args.short, args.long):
             video = pingpong_video(args.seq, n, Path(tmp) / f"v{n}.mp4")
-            r = subprocess.run([sys.executable, "-c", CHILD, str(video), str(args.mask), str(Path(tmp) / f"o{n}"), args.method],
-                               check=True, capture_output=True, text=True)
+            r = subprocess.run(
+                [sys.executable, "-c", CHILD, str(video), str(args.mask), str(Path(tmp) / f"o{n}"), args.method],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
             out[n] = json.loads(r.stdout.strip().splitlines()[-1])
             print(f"{n} frames: {out[n]}", flush=True)
     ratio = out[args.long]["peak_rss_mib"] / out[args.short]["peak_rss_mib"]

@@ -61,7 +61,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _network_runs(method: VOSMethod, frames: list[np.ndarray], ids: list[np.ndarray], k: int, args: argparse.Namespace, device: torch.device) -> tuple[list[float], dict[str, float]]:
+def _network_runs(
+    method: VOSMethod, frames: list[np.ndarray], ids: list[np.ndarray], k: int, args: argparse.Namespace, device: torch.device
+) -> tuple[list[float], dict[str, float]]:
     """Time ``method`` alone; returns FPS per repeat and median ms per stage."""
     images = [torch.from_numpy(f).to(device).permute(2, 0, 1)[None].float().div_(255) for f in frames]
     prob0 = torch.stack([torch.from_numpy(ids[0] == i) for i in range(k + 1)]).to(device).float()
@@ -93,7 +95,9 @@ def _network_runs(method: VOSMethod, frames: list[np.ndarray], ids: list[np.ndar
     return fps, stages
 
 
-def _session_runs(method: VOSMethod, frames: list[np.ndarray], ids: list[np.ndarray], args: argparse.Namespace, device: torch.device) -> tuple[list[float], dict[str, float]]:
+def _session_runs(
+    method: VOSMethod, frames: list[np.ndarray], ids: list[np.ndarray], args: argparse.Namespace, device: torch.device
+) -> tuple[list[float], dict[str, float]]:
     """Time the full session step (flow, warp, method, argmax to host)."""
     from vostool.flow import create_flow
 
@@ -219,7 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     rows = run(args)
-    device_name = torch.cuda.get_device_name(args.device) if torch.device(args.device).type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    device_name = (
+        torch.cuda.get_device_name(args.device) if torch.device(args.device).type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    )
     title = f"{args.variant} nets, {args.size}, {args.precision}, flow={args.flow}, {device_name}"
     table = f"{title}; median of {args.repeats} runs x {args.frames} frames\n\n{_markdown(rows)}"
     print(table)

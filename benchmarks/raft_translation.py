@@ -60,7 +60,9 @@ def _to_input(image: np.ndarray) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def translation_epe(net: torch.nn.Module, image: np.ndarray, dx: float, dy: float, *, iters: int = 12, margin: int = 24) -> dict[str, float]:
+def translation_epe(
+    net: torch.nn.Module, image: np.ndarray, dx: float, dy: float, *, iters: int = 12, margin: int = 24
+) -> dict[str, float]:
     """Mean/median end-point error (px) of ``net``'s flow for a known translation.
 
     Args:

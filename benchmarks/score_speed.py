@@ -28,10 +28,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from vostool.datasets import Dataset, open_dataset, read_annotation
-from vostool.bench.scoring import evaluate
 from vostool.bench.metrics import boundary_radius, disk, f_from_counts
 from vostool.bench.reference import reference_boundary, reference_f, reference_j
+from vostool.bench.scoring import evaluate
+from vostool.datasets import Dataset, open_dataset, read_annotation
 from vostool.io.masks import read_index_png, write_index_png
 
 
@@ -98,8 +98,10 @@ def verify(ds: Dataset, res: Path, result) -> int:  # noqa: ANN001
                 gt = read_annotation(info.annotation_path(stem), ds.binary) == obj.object_id
                 pred = read_index_png(res / seq.name / f"{stem}.png") == obj.object_id
                 if obj.j[i] != reference_j(gt, pred) or obj.f[i] != reference_f(gt, pred):
-                    raise SystemExit(f"MISMATCH {seq.name} {stem}: fast J={obj.j[i]!r} F={obj.f[i]!r}, "
-                                     f"reference J={reference_j(gt, pred)!r} F={reference_f(gt, pred)!r}")
+                    raise SystemExit(
+                        f"MISMATCH {seq.name} {stem}: fast J={obj.j[i]!r} F={obj.f[i]!r}, "
+                        f"reference J={reference_j(gt, pred)!r} F={reference_f(gt, pred)!r}"
+                    )
                 n += 2
     return n
 
@@ -133,13 +135,19 @@ def main() -> None:
             g = result.global_metrics()
             print(f"{root} ({ds.kind} {ds.resolution}, {len(ds.sequences)} sequences, {n} scored frames)")
             print(f"  J&F {g['J&F-Mean']:.3f}  J {g['J-Mean']:.3f}  F {g['F-Mean']:.3f}")
-            print(f"  fast, {args.workers} workers: median {med:.3f} s of {[round(r, 3) for r in runs]} -> {n / med:.0f} frames/s; "
-                  f"scoring CPU {statistics.median(cpu):.3f} s ({statistics.median(cpu) / n * 1e3:.2f} ms/frame)")
+            print(
+                f"  fast, {args.workers} workers: median {med:.3f} s of {[round(r, 3) for r in runs]} -> {n / med:.0f} frames/s; "
+                f"scoring CPU {statistics.median(cpu):.3f} s ({statistics.median(cpu) / n * 1e3:.2f} ms/frame)"
+            )
             print(f"  fast, 1 process: {t_single:.3f} s -> {n / t_single:.0f} frames/s")
-            print(f"  official-style, 1 process: {t_off:.3f} s -> {n_off / t_off:.0f} frames/s; "
-                  f"ratio {t_off / med:.1f}x ({args.workers} workers), {t_off / t_single:.1f}x (1 process)")
-            print(f"  at these rates 1,376 frames of this size (DAVIS 2016 val) take {1376 * med / n:.2f} s "
-                  f"({args.workers} workers; the official toolkit takes about 36 s)")
+            print(
+                f"  official-style, 1 process: {t_off:.3f} s -> {n_off / t_off:.0f} frames/s; "
+                f"ratio {t_off / med:.1f}x ({args.workers} workers), {t_off / t_single:.1f}x (1 process)"
+            )
+            print(
+                f"  at these rates 1,376 frames of this size (DAVIS 2016 val) take {1376 * med / n:.2f} s "
+                f"({args.workers} workers; the official toolkit takes about 36 s)"
+            )
             if args.verify:
                 t0 = time.perf_counter()
                 count = verify(ds, res, result)

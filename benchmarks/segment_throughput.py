@@ -28,8 +28,16 @@ def make_mp4(frames_dir: Path, dest: Path, fps: float = 24.0) -> Path:
     files = sorted(frames_dir.glob("*.jpg"))
     first = cv2.imread(str(files[0]))
     h, w = first.shape[:2]
-    gen = imageio_ffmpeg.write_frames(str(dest), (w, h), fps=fps, codec="libx264", quality=None, macro_block_size=1,
-                                      output_params=["-crf", "18", "-preset", "fast"], ffmpeg_log_level="error")
+    gen = imageio_ffmpeg.write_frames(
+        str(dest),
+        (w, h),
+        fps=fps,
+        codec="libx264",
+        quality=None,
+        macro_block_size=1,
+        output_params=["-crf", "18", "-preset", "fast"],
+        ffmpeg_log_level="error",
+    )
     gen.send(None)
     for f in files:
         gen.send(np.ascontiguousarray(cv2.cvtColor(cv2.imread(str(f)), cv2.COLOR_BGR2RGB)))
@@ -59,11 +67,19 @@ def main() -> None:
         for kind in args.inputs.split(","):
             for ov in args.overlay.split(","):
                 fps_runs, stage_runs = [], []
-                for r in range(args.runs):
+                for _ in range(args.runs):
                     frames, wall, stages = 0, 0.0, {}
                     for s in seqs:
-                        summary = vostool.segment(sources[(kind, s)], str(args.root / "Annotations/480p" / s / "00000.png"), t / "out" / s,
-                                                  method=args.method, flow=args.flow, device=args.device, overlay=(ov == "on"), overwrite=True)
+                        summary = vostool.segment(
+                            sources[(kind, s)],
+                            str(args.root / "Annotations/480p" / s / "00000.png"),
+                            t / "out" / s,
+                            method=args.method,
+                            flow=args.flow,
+                            device=args.device,
+                            overlay=(ov == "on"),
+                            overwrite=True,
+                        )
                         frames += summary["frames"]
                         wall += summary["wall_seconds"]
                         for k, v in summary["stages"].items():
@@ -77,7 +93,10 @@ def main() -> None:
                     "fps_runs": [round(x, 2) for x in fps_runs],
                     "stage_median_ms": {k: round(statistics.median(r[k] for r in stage_runs), 2) for k in stage_runs[0]},
                 }
-                print(f"{key:22s} {results[key]['fps_median']:7.2f} fps  runs={results[key]['fps_runs']}  stages={results[key]['stage_median_ms']}", flush=True)
+                print(
+                    f"{key:22s} {results[key]['fps_median']:7.2f} fps  runs={results[key]['fps_runs']}  stages={results[key]['stage_median_ms']}",
+                    flush=True,
+                )
     print(json.dumps({"method": args.method, "flow": args.flow, "device": args.device, "results": results}, indent=1))
 
 

@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 import io
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -14,6 +15,7 @@ from synthetic_videos import without
 if TYPE_CHECKING:
     from vostool.inference.session import Session, StepResult
     from vostool.models import MethodState, VOSMethod
+
 
 def to_inputs(frame: np.ndarray, ids: np.ndarray, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """A method's inputs: ``(1, 3, H, W)`` image in [0, 1] and ``(k + 1, H, W)`` one-hot

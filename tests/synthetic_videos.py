@@ -17,7 +17,9 @@ def texture(h: int, w: int, rng: np.random.Generator, scale: float = 3.0) -> np.
     return (tex * 255).astype(np.uint8)
 
 
-def moving_objects(n: int = 12, h: int = 96, w: int = 128, objects: int = 2, seed: int = 0, speed: float = 2.0) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def moving_objects(
+    n: int = 12, h: int = 96, w: int = 128, objects: int = 2, seed: int = 0, speed: float = 2.0
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """``n`` frames ``(H, W, 3)`` uint8 and index masks ``(H, W)`` uint8 of ``objects`` textured
     ellipses moving at ``speed`` px/frame over a slowly panning textured background."""
     rng = np.random.default_rng(seed)
@@ -64,8 +66,16 @@ def write_mp4(path: Path, frames: list[np.ndarray], fps: float = 25.0) -> Path:
     import imageio_ffmpeg
 
     h, w = frames[0].shape[:2]
-    gen = imageio_ffmpeg.write_frames(str(path), (w, h), fps=fps, codec="libx264", quality=None, macro_block_size=1,
-                                      output_params=["-crf", "12", "-preset", "ultrafast"], ffmpeg_log_level="error")
+    gen = imageio_ffmpeg.write_frames(
+        str(path),
+        (w, h),
+        fps=fps,
+        codec="libx264",
+        quality=None,
+        macro_block_size=1,
+        output_params=["-crf", "12", "-preset", "ultrafast"],
+        ffmpeg_log_level="error",
+    )
     gen.send(None)
     for f in frames:
         gen.send(np.ascontiguousarray(f))
@@ -76,7 +86,6 @@ def write_mp4(path: Path, frames: list[np.ndarray], fps: float = 25.0) -> Path:
 def iou(a: np.ndarray, b: np.ndarray) -> float:
     u = np.logical_or(a, b).sum()
     return 1.0 if u == 0 else float(np.logical_and(a, b).sum() / u)
-
 
 
 def moving_discs(n_frames: int, h: int, w: int, k: int, seed: int = 0) -> tuple[list[np.ndarray], list[np.ndarray]]:

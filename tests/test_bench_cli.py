@@ -12,11 +12,11 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from vostool.datasets import open_dataset
-from vostool.bench.scoring import evaluate
 from vostool.bench.metrics import statistics
 from vostool.bench.reference import reference_f, reference_j
+from vostool.bench.scoring import evaluate
 from vostool.cli.bench import bench
+from vostool.datasets import open_dataset
 from vostool.errors import InputError
 from vostool.io.masks import DAVIS_PALETTE, write_index_png
 
@@ -96,11 +96,20 @@ def test_eval_only_writes_official_csvs_equal_to_reference(davis: tuple[Path, Pa
     rows = _expected_rows(SEQS)
     stats = [(statistics(j), statistics(f)) for _, j, f in rows]
     jm, fm = np.mean([s[0].mean for s in stats]), np.mean([s[1].mean for s in stats])
-    g = [(jm + fm) / 2, jm, np.mean([s[0].recall for s in stats]), np.mean([s[0].decay for s in stats]),
-         fm, np.mean([s[1].recall for s in stats]), np.mean([s[1].decay for s in stats])]
+    g = [
+        (jm + fm) / 2,
+        jm,
+        np.mean([s[0].recall for s in stats]),
+        np.mean([s[0].decay for s in stats]),
+        fm,
+        np.mean([s[1].recall for s in stats]),
+        np.mean([s[1].decay for s in stats]),
+    ]
     expected_global = "J&F-Mean,J-Mean,J-Recall,J-Decay,F-Mean,F-Recall,F-Decay\n" + ",".join("%.3f" % v for v in g) + "\n"
     assert (out / "global_results-val.csv").read_text() == expected_global
-    expected_seq = "Sequence,J-Mean,F-Mean\n" + "".join(f"{n},{'%.3f' % s[0].mean},{'%.3f' % s[1].mean}\n" for (n, _, _), s in zip(rows, stats))
+    expected_seq = "Sequence,J-Mean,F-Mean\n" + "".join(
+        f"{n},{'%.3f' % s[0].mean},{'%.3f' % s[1].mean}\n" for (n, _, _), s in zip(rows, stats)
+    )
     assert (out / "per-sequence_results-val.csv").read_text() == expected_seq
     assert r.stdout == expected_global  # data on stdout, the table went to stderr
     data = json.loads((out / "results-val.json").read_text())
@@ -145,7 +154,15 @@ def test_size_mismatch_is_an_error_or_resized(davis: tuple[Path, Path], tmp_path
         evaluate(open_dataset(root), small)
     resized = evaluate(open_dataset(root), small, resize=True)
     up = tmp_path / "up"
-    _write_predictions(up, SEQS, lambda t: cv2.resize(cv2.resize(_prediction(t), (W // 2, H // 2), interpolation=cv2.INTER_NEAREST_EXACT), (W, H), interpolation=cv2.INTER_NEAREST_EXACT))
+    _write_predictions(
+        up,
+        SEQS,
+        lambda t: cv2.resize(
+            cv2.resize(_prediction(t), (W // 2, H // 2), interpolation=cv2.INTER_NEAREST_EXACT),
+            (W, H),
+            interpolation=cv2.INTER_NEAREST_EXACT,
+        ),
+    )
     assert resized.global_metrics() == evaluate(open_dataset(root), up).global_metrics()
     assert resized.global_metrics()["J-Mean"] < 1.0
 
@@ -243,8 +260,16 @@ def test_davis_submission_zip(davis: tuple[Path, Path], tmp_path: Path) -> None:
 def _make_ytvos(root: Path) -> None:
     """Video v1: object 1 from frame 00000, object 2 given on 00010; annotations every 5th frame."""
     split = root / "valid"
-    meta = {"videos": {"v1": {"objects": {"1": {"category": "cat", "frames": [f"{t:05d}" for t in range(0, 30, 5)]},
-                                          "2": {"category": "dog", "frames": [f"{t:05d}" for t in range(10, 30, 5)]}}}}}
+    meta = {
+        "videos": {
+            "v1": {
+                "objects": {
+                    "1": {"category": "cat", "frames": [f"{t:05d}" for t in range(0, 30, 5)]},
+                    "2": {"category": "dog", "frames": [f"{t:05d}" for t in range(10, 30, 5)]},
+                }
+            }
+        }
+    }
     split.mkdir(parents=True)
     (split / "meta.json").write_text(json.dumps(meta))
     ann, img = split / "Annotations" / "v1", split / "JPEGImages" / "v1"
@@ -276,8 +301,23 @@ def test_ytvos_objects_scored_after_their_first_frame_and_submission(tmp_path: P
     assert objs[2].frames == ["00015", "00020"]
     assert objs[1].j[0] == 1.0 and objs[2].j.tolist() == [1.0, 1.0]
     z = tmp_path / "yt.zip"
-    r = CliRunner().invoke(bench, ["--dataset", "ytvos", "--split", "valid", "--root", str(root), "--eval-only",
-                                   "--results", str(tmp_path / "res"), "--submission", str(z), "-q"])
+    r = CliRunner().invoke(
+        bench,
+        [
+            "--dataset",
+            "ytvos",
+            "--split",
+            "valid",
+            "--root",
+            str(root),
+            "--eval-only",
+            "--results",
+            str(tmp_path / "res"),
+            "--submission",
+            str(z),
+            "-q",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert sorted(zipfile.ZipFile(z).namelist()) == [f"Annotations/v1/{t:05d}.png" for t in range(0, 30, 5)]
 
@@ -286,8 +326,26 @@ def test_run_flow_method_then_score(davis: tuple[Path, Path], tmp_path: Path) ->
     pytest.importorskip("torch")
     root, _ = davis
     res, out = tmp_path / "run", tmp_path / "rep"
-    r = CliRunner().invoke(bench, ["--root", str(root), "--method", "flow", "--flow", "dis", "--device", "cpu",
-                                   "--results", str(res), "-o", str(out), "--workers", "2", "-q"])
+    r = CliRunner().invoke(
+        bench,
+        [
+            "--root",
+            str(root),
+            "--method",
+            "flow",
+            "--flow",
+            "dis",
+            "--device",
+            "cpu",
+            "--results",
+            str(res),
+            "-o",
+            str(out),
+            "--workers",
+            "2",
+            "-q",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert sorted(p.name for p in (res / "alpha").iterdir()) == [f"{t:05d}.png" for t in range(7)]
     data = json.loads((out / "results-val.json").read_text())
@@ -301,8 +359,27 @@ def test_run_flow_method_then_score(davis: tuple[Path, Path], tmp_path: Path) ->
 def test_speed_plots(tmp_path: Path) -> None:
     pytest.importorskip("torch")
     out = tmp_path / "speed"
-    r = CliRunner().invoke(bench, ["--speed", "--method", "flow", "--flow", "dis", "--device", "cpu", "--objects", "1,3",
-                                   "--size", "64", "--frames", "6", "-o", str(out), "-q"])
+    r = CliRunner().invoke(
+        bench,
+        [
+            "--speed",
+            "--method",
+            "flow",
+            "--flow",
+            "dis",
+            "--device",
+            "cpu",
+            "--objects",
+            "1,3",
+            "--size",
+            "64",
+            "--frames",
+            "6",
+            "-o",
+            str(out),
+            "-q",
+        ],
+    )
     assert r.exit_code == 0, r.output
     data = json.loads((out / "speed.json").read_text())
     assert [(row["objects"], row["size"]) for row in data["rows"]] == [(1, [114, 64]), (3, [114, 64])]
@@ -325,8 +402,28 @@ def test_run_on_ytvos_gives_late_objects_and_submits_every_fifth_frame(tmp_path:
     root = tmp_path / "ytvos"
     _make_ytvos(root)
     res, z = tmp_path / "run", tmp_path / "yt.zip"
-    r = CliRunner().invoke(bench, ["--root", str(root), "--split", "valid", "--method", "flow", "--flow", "dis", "--device", "cpu",
-                                   "--results", str(res), "--submission", str(z), "--workers", "1", "-q"])
+    r = CliRunner().invoke(
+        bench,
+        [
+            "--root",
+            str(root),
+            "--split",
+            "valid",
+            "--method",
+            "flow",
+            "--flow",
+            "dis",
+            "--device",
+            "cpu",
+            "--results",
+            str(res),
+            "--submission",
+            str(z),
+            "--workers",
+            "1",
+            "-q",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert len(list((res / "v1").glob("*.png"))) == 30
     ids = [np.unique(np.array(Image.open(res / "v1" / f"{t:05d}.png"))).tolist() for t in (0, 9, 10, 29)]
@@ -338,11 +435,35 @@ def test_speed_on_real_frames_of_a_dataset(davis: tuple[Path, Path], tmp_path: P
     pytest.importorskip("torch")
     root, _ = davis
     out = tmp_path / "speed"
-    r = CliRunner().invoke(bench, ["--speed", "--root", str(root), "--method", "flow", "--flow", "dis", "--device", "cpu",
-                                   "--objects", "1,2", "--size", "48", "--frames", "5", "-o", str(out), "-q"])
+    r = CliRunner().invoke(
+        bench,
+        [
+            "--speed",
+            "--root",
+            str(root),
+            "--method",
+            "flow",
+            "--flow",
+            "dis",
+            "--device",
+            "cpu",
+            "--objects",
+            "1,2",
+            "--size",
+            "48",
+            "--frames",
+            "5",
+            "-o",
+            str(out),
+            "-q",
+        ],
+    )
     assert r.exit_code == 0, r.output
     rows = json.loads((out / "speed.json").read_text())["rows"]
-    assert [(row["objects"], row["source"], row["size"]) for row in rows] == [(1, "davis17/alpha", [80, 48]), (2, "davis17/alpha", [80, 48])]
+    assert [(row["objects"], row["source"], row["size"]) for row in rows] == [
+        (1, "davis17/alpha", [80, 48]),
+        (2, "davis17/alpha", [80, 48]),
+    ]
 
 
 def test_root_cli_registers_bench() -> None:

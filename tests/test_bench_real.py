@@ -10,10 +10,10 @@ import cv2
 import numpy as np
 import pytest
 
-from vostool.datasets import open_dataset, read_annotation
-from vostool.bench.scoring import evaluate
 from vostool.bench.metrics import frame_scores
 from vostool.bench.reference import reference_f, reference_j
+from vostool.bench.scoring import evaluate
+from vostool.datasets import open_dataset, read_annotation
 from vostool.io.masks import write_index_png
 
 pytestmark = pytest.mark.shared
@@ -61,8 +61,22 @@ def _perturbations(gt: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]
     noisy = gt.copy()
     flip = rng.random(gt.shape) < 0.002
     noisy[flip] = 1 - noisy[flip]
-    small = cv2.resize(cv2.resize(gt, (gt.shape[1] // 4, gt.shape[0] // 4), interpolation=cv2.INTER_NEAREST), (gt.shape[1], gt.shape[0]), interpolation=cv2.INTER_NEAREST)
-    return [gt, _shift(gt, 5, 2), _shift(gt, -20, 9), cv2.erode(gt, k, iterations=2), cv2.dilate(gt, k, iterations=3), noisy, small, np.zeros_like(gt), np.ones_like(gt)]
+    small = cv2.resize(
+        cv2.resize(gt, (gt.shape[1] // 4, gt.shape[0] // 4), interpolation=cv2.INTER_NEAREST),
+        (gt.shape[1], gt.shape[0]),
+        interpolation=cv2.INTER_NEAREST,
+    )
+    return [
+        gt,
+        _shift(gt, 5, 2),
+        _shift(gt, -20, 9),
+        cv2.erode(gt, k, iterations=2),
+        cv2.dilate(gt, k, iterations=3),
+        noisy,
+        small,
+        np.zeros_like(gt),
+        np.ones_like(gt),
+    ]
 
 
 @pytest.mark.parametrize("seq", ["bear", "dance-jump", "tennis"])

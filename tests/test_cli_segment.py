@@ -116,7 +116,10 @@ def test_bad_inputs_give_one_line_errors(clip, capsys) -> None:
         ([v, "--mask", d / "nomask.png"], "mask file not found"),
         ([v, "--mask", m, "--method", "magic"], "unknown method 'magic'"),
         ([v, "--mask", m, "--flow", "sparse"], "unknown flow 'sparse'"),
-        ([v, "--mask", m, "--device", "cuda:7"] if not __import__("torch").cuda.is_available() else [v, "--mask", m, "--device", "tpu"], "device"),
+        (
+            [v, "--mask", m, "--device", "cuda:7"] if not __import__("torch").cuda.is_available() else [v, "--mask", m, "--device", "tpu"],
+            "device",
+        ),
     ]
     for i, (args, pattern) in enumerate(cases):
         code, _, err = run([*args, "-o", d / f"o{i}"], capsys)
@@ -198,8 +201,17 @@ def test_learned_method_without_weights_stops_and_says_how(clip, capsys, monkeyp
 def test_random_weights_are_labelled_in_the_report(clip) -> None:
     import vostool
 
-    summary = vostool.segment(clip["video"], clip["mask"], clip["dir"] / "rnd", method="agss", flow="dis", weights="random",
-                              device="cpu", overlay=False, method_kwargs={"variant": "tiny"})
+    summary = vostool.segment(
+        clip["video"],
+        clip["mask"],
+        clip["dir"] / "rnd",
+        method="agss",
+        flow="dis",
+        weights="random",
+        device="cpu",
+        overlay=False,
+        method_kwargs={"variant": "tiny"},
+    )
     assert summary["weights"]["name"] == "random" and "speed measurements only" in summary["weights"]["note"]
     assert summary["frames"] == 14
     assert {"instance-agnostic", "instance-specific", "decoder"} <= set(summary["stages"])

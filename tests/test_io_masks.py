@@ -12,8 +12,20 @@ from vostool.io.masks import DAVIS_PALETTE, read_index_png, read_mask, write_ind
 
 
 def test_davis_palette_matches_published_entries() -> None:
-    expected = [(0, 0, 0), (128, 0, 0), (0, 128, 0), (128, 128, 0), (0, 0, 128), (128, 0, 128), (0, 128, 128),
-                (128, 128, 128), (64, 0, 0), (192, 0, 0), (64, 128, 0), (192, 128, 0)]
+    expected = [
+        (0, 0, 0),
+        (128, 0, 0),
+        (0, 128, 0),
+        (128, 128, 0),
+        (0, 0, 128),
+        (128, 0, 128),
+        (0, 128, 128),
+        (128, 128, 128),
+        (64, 0, 0),
+        (192, 0, 0),
+        (64, 128, 0),
+        (192, 128, 0),
+    ]
     assert [tuple(c) for c in DAVIS_PALETTE[:12].tolist()] == expected
     assert len({tuple(c) for c in DAVIS_PALETTE.tolist()}) == 256
 

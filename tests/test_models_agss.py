@@ -6,6 +6,7 @@ from functools import partial
 
 import pytest
 import torch
+
 from method_contracts import (
     assert_gradients_reach,
     assert_probabilities,
@@ -17,7 +18,6 @@ from method_contracts import (
     to_inputs,
 )
 from synthetic_videos import moving_objects, without
-
 from vostool.models import available_methods, method_info
 from vostool.models.agss import AGSS, AGSSNet
 from vostool.models.blocks import soft_aggregate

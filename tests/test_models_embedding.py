@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+
 from method_contracts import (
     assert_gradients_reach,
     assert_probabilities,
@@ -20,7 +21,6 @@ from method_contracts import (
     to_inputs,
 )
 from synthetic_videos import moving_discs, without
-
 from vostool.models import available_methods, method_info
 from vostool.models.blocks import softmax_aggregate
 from vostool.models.embedding import EmbeddingMethod, EmbeddingState, GlobalInstanceEmbeddingNet, embedding_net, label_tensors
@@ -178,7 +178,9 @@ def test_gradients_reach_every_learnable_parameter() -> None:
     support_probs = torch.stack([x[1] for x in inputs[:3]])[None]
     query, gt = inputs[3]
     out = net(query, support_images, support_probs)
-    loss = F.binary_cross_entropy_with_logits(out["global_logit"], 1 - gt[None, :1]) + F.cross_entropy(out["logits"], gt.argmax(0)[None])  # eq. 13
+    loss = F.binary_cross_entropy_with_logits(out["global_logit"], 1 - gt[None, :1]) + F.cross_entropy(
+        out["logits"], gt.argmax(0)[None]
+    )  # eq. 13
     loss.backward()
     assert_gradients_reach(net.named_parameters(), 80)
 

@@ -6,6 +6,7 @@ from functools import partial
 
 import pytest
 import torch
+
 from method_contracts import (
     assert_gradients_reach,
     assert_probabilities,
@@ -16,7 +17,6 @@ from method_contracts import (
     to_inputs,
 )
 from synthetic_videos import moving_discs, without
-
 from vostool.models import available_methods, method_info
 from vostool.models.ovsnet import (
     Detections,
@@ -131,7 +131,9 @@ def test_triplet_loss_is_eq_1_with_hardest_pairs() -> None:
 def _stub_state(m: OVSNetMethod, bank_rows: list[list[list[float]]]) -> OVSNetState:
     """A state whose Re-ID collections hold the given 128-d features (first entries valid)."""
     k, mem = len(bank_rows), m.reid_memory
-    state = OVSNetState(reid_bank=torch.zeros(k, mem, 128), reid_valid=torch.zeros(k, mem, dtype=torch.bool), reid_next=torch.ones(k, dtype=torch.long))
+    state = OVSNetState(
+        reid_bank=torch.zeros(k, mem, 128), reid_valid=torch.zeros(k, mem, dtype=torch.bool), reid_next=torch.ones(k, dtype=torch.long)
+    )
     for i, rows in enumerate(bank_rows):
         for j, r in enumerate(rows):
             state["reid_bank"][i, j] = torch.tensor(r).repeat(64)  # 2-d pattern tiled to 128-d
@@ -244,7 +246,15 @@ def test_training_losses_reach_every_parameter() -> None:
     net = ovsnet_net(**TINY).train()
     images, targets = training_batch()
     losses = net(images, targets)
-    assert set(losses) == {"loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg", "loss_reid", "loss_refine"}
+    assert set(losses) == {
+        "loss_classifier",
+        "loss_box_reg",
+        "loss_mask",
+        "loss_objectness",
+        "loss_rpn_box_reg",
+        "loss_reid",
+        "loss_refine",
+    }
     assert all(torch.isfinite(v) for v in losses.values()) and losses["loss_reid"] > 0
     sum(losses.values()).backward()
     assert_gradients_reach(net.named_parameters(), 80)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vostool.train.augment import hflip, lucid_dream_clip, reverse
 from vostool.datasets import davis16_val_split, generate_dataset, load_dataset
+from vostool.train.augment import hflip, lucid_dream_clip, reverse
 from vostool.train.sampling import ClipSampler
 
 
@@ -70,7 +70,8 @@ def test_crop_and_affine_keep_images_and_labels_aligned() -> None:
     assert c.images.shape == (3, 32, 40, 3)
     # the crop is a window of the original: find it and compare
     found = any(
-        np.array_equal(clip.images[:, y : y + 32, x : x + 40], c.images) and np.array_equal(clip.labels[:, y : y + 32, x : x + 40], c.labels)
+        np.array_equal(clip.images[:, y : y + 32, x : x + 40], c.images)
+        and np.array_equal(clip.labels[:, y : y + 32, x : x + 40], c.labels)
         for y in range(17)
         for x in range(25)
     )

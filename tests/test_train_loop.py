@@ -13,10 +13,10 @@ from safetensors import safe_open
 
 from method_contracts import train_steps
 from vostool.cli import cli
+from vostool.datasets import generate_dataset
 from vostool.errors import VostoolError
 from vostool.train.loop import TrainConfig, Trainer
 from vostool.train.recipes import AGSSRecipe, get_recipe
-from vostool.datasets import generate_dataset
 from vostool.weights import load_state_dict
 
 TINY = dict(depth=18, base_width=8, mdim=16, freeze_bn=False)
@@ -95,13 +95,35 @@ def test_export_loads_in_a_session_and_validation_scores(videos: list, tmp_path:
 
 def test_cli_train_resume_matches_uninterrupted(tmp_path: Path) -> None:
     runner = CliRunner()
-    common = ["train", "--method", "agss", "--synthetic", "2", "--size", "48", "--variant", "tiny", "--steps", "3", "--seed", "3", "--threads", "1", "--quiet", "--bn-recalibrate", "3"]
+    common = [
+        "train",
+        "--method",
+        "agss",
+        "--synthetic",
+        "2",
+        "--size",
+        "48",
+        "--variant",
+        "tiny",
+        "--steps",
+        "3",
+        "--seed",
+        "3",
+        "--threads",
+        "1",
+        "--quiet",
+        "--bn-recalibrate",
+        "3",
+    ]
     r = runner.invoke(cli, [*common, "--out", str(tmp_path / "full")])
     assert r.exit_code == 0, r.output
     r = runner.invoke(cli, [*common, "--out", str(tmp_path / "part"), "--stop-at", "1"])
     assert r.exit_code == 0, r.output
     assert not (tmp_path / "part" / "final.safetensors").exists()
-    r = runner.invoke(cli, ["train", "--out", str(tmp_path / "part"), "--resume", "--quiet", "--threads", "1", "--export", str(tmp_path / "w.safetensors")])
+    r = runner.invoke(
+        cli,
+        ["train", "--out", str(tmp_path / "part"), "--resume", "--quiet", "--threads", "1", "--export", str(tmp_path / "w.safetensors")],
+    )
     assert r.exit_code == 0, r.output
     a, b = _weights(tmp_path / "full" / "final.safetensors"), _weights(tmp_path / "w.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -11,9 +11,9 @@ from click.testing import CliRunner
 
 from method_contracts import train_steps
 from vostool.cli import cli
+from vostool.datasets import generate_dataset
 from vostool.models import create_method, method_info
 from vostool.train.recipes import get_recipe
-from vostool.datasets import generate_dataset
 from vostool.weights import load_state_dict
 
 
@@ -49,7 +49,7 @@ def test_ovsnet_recipe_targets_and_losses(videos: list) -> None:
     net, recipe = _net("ovsnet"), get_recipe("ovsnet")
     batch = recipe.make_batch(recipe.sampler(videos, 0), 0, 2)
     assert len(batch.images) == 4  # two frame pairs
-    for i, tgt in enumerate(batch.targets):
+    for tgt in batch.targets:
         g = tgt["boxes"].shape[0]
         assert tgt["masks"].shape[0] == g == tgt["ids"].shape[0] == tgt["labels"].shape[0]
         for box, m in zip(tgt["boxes"], tgt["masks"]):
@@ -74,7 +74,27 @@ def test_ovsnet_recipe_targets_and_losses(videos: list) -> None:
 @pytest.mark.parametrize("name", ["savos", "embedding", "ovsnet"])
 def test_cli_trains_each_method_and_exports(name: str, tmp_path: Path) -> None:
     out = tmp_path / name
-    r = CliRunner().invoke(cli, ["train", "--method", name, "--synthetic", "2", "--size", "64", "--variant", "tiny", "--steps", "2", "--threads", "1", "--quiet", "--out", str(out)])
+    r = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            "--method",
+            name,
+            "--synthetic",
+            "2",
+            "--size",
+            "64",
+            "--variant",
+            "tiny",
+            "--steps",
+            "2",
+            "--threads",
+            "1",
+            "--quiet",
+            "--out",
+            str(out),
+        ],
+    )
     assert r.exit_code == 0, r.output
     sd = load_state_dict(out / "final.safetensors")
     assert all(v.dtype == torch.float16 for v in sd.values() if v.is_floating_point())

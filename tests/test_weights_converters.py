@@ -277,7 +277,13 @@ def _tiny_agss():
 
 def test_agss_official_checkpoint_converts_strictly(tmp_path):
     sd = _official_vos(8, 16, agss=True)
-    torch.save({"seg": {k[4:]: v for k, v in sd.items() if k.startswith("seg.")}, "flow": {k[5:]: v for k, v in sd.items() if k.startswith("flow.")}}, tmp_path / "model_199.pth")
+    torch.save(
+        {
+            "seg": {k[4:]: v for k, v in sd.items() if k.startswith("seg.")},
+            "flow": {k[5:]: v for k, v in sd.items() if k.startswith("flow.")},
+        },
+        tmp_path / "model_199.pth",
+    )
     loaded = load_state_dict(tmp_path / "model_199.pth")
     assert detect_layout(loaded) == "agss-original"
     conv = convert_agss_original(loaded)

@@ -77,13 +77,16 @@ def _handler(state: ServerState, cdn_base: list[str]):
                     return self._send(404, {"X-Error-Code": "EntryNotFound", "X-Repo-Commit": rev})
                 sha = hashlib.sha256(data).hexdigest()
                 state.files[f"/blobs/{sha}"] = data
-                return self._send(302, {
-                    "Location": f"{cdn_base[0]}/blobs/{sha}",
-                    "X-Repo-Commit": rev,
-                    "X-Linked-Etag": f'"{sha}"',
-                    "X-Linked-Size": str(len(data)),
-                    "ETag": '"weak-git-etag"',
-                })
+                return self._send(
+                    302,
+                    {
+                        "Location": f"{cdn_base[0]}/blobs/{sha}",
+                        "X-Repo-Commit": rev,
+                        "X-Linked-Etag": f'"{sha}"',
+                        "X-Linked-Size": str(len(data)),
+                        "ETag": '"weak-git-etag"',
+                    },
+                )
             data = state.files.get(self.path)
             if data is None:
                 return self._send(404, {}, b"not found")
@@ -134,8 +137,18 @@ def _manifest(entry: WeightsEntry) -> Manifest:
 
 def _entry(data: bytes, source: Source, **kw) -> WeightsEntry:
     return WeightsEntry(
-        name="tiny.test", target="tiny", description="test", trained_on="nothing", licence="CC0", num_params=224,
-        format="safetensors", layout="vostool", source=source, sha256=hashlib.sha256(data).hexdigest(), size=len(data), **kw,
+        name="tiny.test",
+        target="tiny",
+        description="test",
+        trained_on="nothing",
+        licence="CC0",
+        num_params=224,
+        format="safetensors",
+        layout="vostool",
+        source=source,
+        sha256=hashlib.sha256(data).hexdigest(),
+        size=len(data),
+        **kw,
     )
 
 

@@ -1,9 +1,9 @@
 """vostool: semi-supervised video object segmentation from the command line and from Python.
 
-    import vostool
-    vostool.segment("clip.mp4", "first_frame_mask.png", "out/", method="flow")
-    session = vostool.create_session("flow", flow="dis")   # per-video state
-    for result in session.propagate(frames, {0: first_mask}): ...   # the frame loop
+import vostool
+vostool.segment("clip.mp4", "first_frame_mask.png", "out/", method="flow")
+session = vostool.create_session("flow", flow="dis")   # per-video state
+for result in session.propagate(frames, {0: first_mask}): ...   # the frame loop
 """
 
 from __future__ import annotations

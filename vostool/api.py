@@ -1,26 +1,27 @@
 """The public Python API; the CLI is a thin shell over it.
 
-    import vostool
-    summary = vostool.segment("clip.mp4", "f0.png", "out/", method="flow")
-    summary = vostool.segment("clip.mp4", "f0.png", "out/", run=RunOptions(method="agss"), output=OutputOptions(soft=True))
+import vostool
+summary = vostool.segment("clip.mp4", "f0.png", "out/", method="flow")
+summary = vostool.segment("clip.mp4", "f0.png", "out/", run=RunOptions(method="agss"), output=OutputOptions(soft=True))
 
-    session = vostool.create_session("flow", flow="dis")
-    for result in session.propagate(frames, {0: first_mask}):   # (H, W, 3) uint8 RGB frames
-        result.ids                                              # (H, W) uint8 object ids
+session = vostool.create_session("flow", flow="dis")
+for result in session.propagate(frames, {0: first_mask}):   # (H, W, 3) uint8 RGB frames
+    result.ids                                              # (H, W) uint8 object ids
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from .errors import InputError
 from .inference.builder import create_session, load_method
 from .inference.device import resolve_device
-from .inference.video_to_folder import segment_to_folder
 from .inference.session import Session, StepResult
+from .inference.video_to_folder import segment_to_folder
 from .io.masks import IndexMask, read_mask
 from .io.video import IMAGE_SUFFIXES, VideoSource, natural_key, open_video
 from .options import OutputOptions, RunOptions, with_fields
@@ -40,7 +41,12 @@ def _mask_frame_index(stem: str, frame_names: list[str] | None) -> int:
     return int(m.group(1))
 
 
-def collect_masks(mask: Sequence[MaskSpec] | MaskSpec | None = None, masks_dir: str | os.PathLike[str] | None = None, *, frame_names: list[str] | None = None) -> dict[int, IndexMask]:
+def collect_masks(
+    mask: Sequence[MaskSpec] | MaskSpec | None = None,
+    masks_dir: str | os.PathLike[str] | None = None,
+    *,
+    frame_names: list[str] | None = None,
+) -> dict[int, IndexMask]:
     """Read the masks given for a video into ``{frame index: IndexMask}``.
 
     Args:
@@ -126,4 +132,14 @@ def segment(
         source.close()
 
 
-__all__ = ["segment", "create_session", "collect_masks", "load_method", "resolve_device", "Session", "StepResult", "RunOptions", "OutputOptions"]
+__all__ = [
+    "segment",
+    "create_session",
+    "collect_masks",
+    "load_method",
+    "resolve_device",
+    "Session",
+    "StepResult",
+    "RunOptions",
+    "OutputOptions",
+]

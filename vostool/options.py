@@ -15,9 +15,10 @@ module is plain data (no torch), so the CLI can use it before anything heavy is 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, TypeVar
+from typing import Any, TypeVar
 
 FLOW_NAMES = ("dis", "farneback", "raft-small", "raft-large")
 """Optical-flow backends (:func:`vostool.flow.create_flow`)."""
@@ -138,7 +139,6 @@ class TrainConfig:
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import cv2
 import numpy as np
@@ -67,7 +67,7 @@ def boundary_map(mask: np.ndarray) -> np.ndarray:
     return cv2.morphologyEx(s, cv2.MORPH_GRADIENT, _NEIGHBOURS, anchor=(0, 0))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def disk_rectangles(radius: int) -> tuple[np.ndarray, ...]:
     """Rectangular kernels whose union is :func:`disk` (``radius``), for a faster exact dilation.
 
@@ -76,9 +76,7 @@ def disk_rectangles(radius: int) -> tuple[np.ndarray, ...]:
     """
     w = [math.isqrt(radius * radius - j * j) for j in range(radius + 1)]
     return tuple(
-        cv2.getStructuringElement(cv2.MORPH_RECT, (2 * w[j] + 1, 2 * j + 1))
-        for j in range(radius + 1)
-        if j == radius or w[j] > w[j + 1]
+        cv2.getStructuringElement(cv2.MORPH_RECT, (2 * w[j] + 1, 2 * j + 1)) for j in range(radius + 1) if j == radius or w[j] > w[j + 1]
     )
 
 
@@ -138,7 +136,9 @@ def _paste(b: np.ndarray, at: Rect, region: Rect) -> np.ndarray:
     out = np.zeros((region[3] - region[1], region[2] - region[0]), np.uint8)
     o = _meet(at, region)
     if o is not None:
-        out[o[1] - region[1] : o[3] - region[1], o[0] - region[0] : o[2] - region[0]] = b[o[1] - at[1] : o[3] - at[1], o[0] - at[0] : o[2] - at[0]]
+        out[o[1] - region[1] : o[3] - region[1], o[0] - region[0] : o[2] - region[0]] = b[
+            o[1] - at[1] : o[3] - at[1], o[0] - at[0] : o[2] - at[0]
+        ]
     return out
 
 

@@ -15,8 +15,9 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from rich.console import Console
@@ -76,7 +77,12 @@ def result_dict(result: BenchResult, settings: dict[str, Any] | None = None) -> 
             "objects": objects,
         }
         if s.method is not None:
-            entry["method"] = {"frames": s.method.frames, "seconds": round(s.method.seconds, 4), "fps": _num(round(s.method.fps, 2)), "timer": s.method.timer}
+            entry["method"] = {
+                "frames": s.method.frames,
+                "seconds": round(s.method.seconds, 4),
+                "fps": _num(round(s.method.fps, 2)),
+                "timer": s.method.timer,
+            }
         seqs.append(entry)
     return {
         "dataset": result.dataset,
@@ -94,7 +100,13 @@ def result_dict(result: BenchResult, settings: dict[str, Any] | None = None) -> 
     }
 
 
-def write_reports(result: BenchResult, out_dir: str | os.PathLike[str], settings: dict[str, Any] | None = None, *, json_path: str | os.PathLike[str] | None = None) -> dict[str, Path]:
+def write_reports(
+    result: BenchResult,
+    out_dir: str | os.PathLike[str],
+    settings: dict[str, Any] | None = None,
+    *,
+    json_path: str | os.PathLike[str] | None = None,
+) -> dict[str, Path]:
     """Write the two official CSVs and the JSON into ``out_dir`` (JSON to ``json_path`` if given).
 
     Returns:
@@ -146,10 +158,14 @@ def print_table(result: BenchResult, console: Console) -> None:
     gt.add_row(*[_fmt(g[c]) for c in GLOBAL_COLUMNS])
     console.print(gt)
     if has_method:
-        console.print(f"segmented and scored {len(result.sequences)} sequences in {result.wall_seconds:.2f} s ({result.workers} scoring workers)")
+        console.print(
+            f"segmented and scored {len(result.sequences)} sequences in {result.wall_seconds:.2f} s ({result.workers} scoring workers)"
+        )
     else:
         fps = result.frames_read / result.wall_seconds if result.wall_seconds > 0 else float("nan")
-        console.print(f"scored {result.frames_read} frames of {len(result.sequences)} sequences in {result.wall_seconds:.2f} s ({fps:.0f} frames/s, {result.workers} workers)")
+        console.print(
+            f"scored {result.frames_read} frames of {len(result.sequences)} sequences in {result.wall_seconds:.2f} s ({fps:.0f} frames/s, {result.workers} workers)"
+        )
 
 
 def plot_speed(rows: Sequence[dict[str, Any]], out_dir: str | os.PathLike[str]) -> dict[str, Path]:

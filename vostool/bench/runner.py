@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from ..datasets import Dataset, SequenceInfo
 from ..errors import InputError
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
     from ..inference.session import Session
 
 
-def run_sequence(session: "Session", dataset: Dataset, seq: SequenceInfo, out_dir: Path) -> MethodRun:
+def run_sequence(session: Session, dataset: Dataset, seq: SequenceInfo, out_dir: Path) -> MethodRun:
     """Segment every frame of ``seq`` with ``session`` into ``out_dir/<seq>/<frame>.png``."""
     from ..io.video import open_video
 
@@ -54,7 +55,7 @@ def run_sequence(session: "Session", dataset: Dataset, seq: SequenceInfo, out_di
 
 
 def run_benchmark(
-    session: "Session",
+    session: Session,
     dataset: Dataset,
     results_dir: str | os.PathLike[str],
     *,

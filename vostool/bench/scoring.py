@@ -23,16 +23,17 @@ import multiprocessing
 import os
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import cv2
 import numpy as np
 
-from ..errors import InputError
 from ..datasets import Dataset, SequenceInfo, binary_ids, read_annotation
+from ..errors import InputError
 from ..io.masks import VOID_ID, read_index_png
 from .metrics import Stats, boundary_radius, frame_scores, statistics
 
@@ -212,11 +213,7 @@ def score_sequence(task: ScoreTask) -> SequenceResult:
             frames[k].append(stem)
             js[k].append(j[i])
             fs[k].append(f[i])
-    results = [
-        ObjectResult(k, frames[k], np.array(js[k], np.float64), np.array(fs[k], np.float64))
-        for k, _ in objects
-        if frames[k]
-    ]
+    results = [ObjectResult(k, frames[k], np.array(js[k], np.float64), np.array(fs[k], np.float64)) for k, _ in objects if frames[k]]
     return SequenceResult(task.name, results, len(scored), time.perf_counter() - start, time.process_time() - cpu)
 
 
@@ -240,8 +237,12 @@ def has_ground_truth(seq: SequenceInfo) -> bool:
 
 def _scorable(seq: SequenceInfo) -> bool:
     if not has_ground_truth(seq):
-        log.warning("sequence %s has no ground truth to score (%d annotated frame(s); the first frame of each object "
-                    "and the last frame are not scored); skipped", seq.name, len(seq.annotated))
+        log.warning(
+            "sequence %s has no ground truth to score (%d annotated frame(s); the first frame of each object "
+            "and the last frame are not scored); skipped",
+            seq.name,
+            len(seq.annotated),
+        )
         return False
     return True
 
@@ -278,7 +279,7 @@ class Scorer:
         self._pool: ProcessPoolExecutor | None = None
         self._futures: list[Future[SequenceResult] | SequenceResult] = []
 
-    def __enter__(self) -> "Scorer":
+    def __enter__(self) -> Scorer:
         if self.workers > 1:
             self._pool = ProcessPoolExecutor(self.workers, mp_context=_pool_context(), initializer=_init_worker)
         return self
@@ -334,4 +335,3 @@ def evaluate(
         by_name = {r.name: r for r in scorer.results(on_sequence)}
     seqs = [by_name[t.name] for t in tasks]
     return BenchResult(dataset.kind, dataset.split, seqs, time.perf_counter() - start, max(1, min(workers, len(tasks))))
-

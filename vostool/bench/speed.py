@@ -9,7 +9,8 @@ and without a dataset.
 from __future__ import annotations
 
 import statistics as st
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -52,7 +53,7 @@ def real_clip(dataset: Dataset, seq: SequenceInfo, num_objects: int, height: int
     return imgs, mask
 
 
-def measure(session: "Session", clip: SpeedClip, *, warmup: int = 3) -> dict[str, Any]:
+def measure(session: Session, clip: SpeedClip, *, warmup: int = 3) -> dict[str, Any]:
     """Run ``session`` over ``clip`` (after a reset) and time it.
 
     Returns:
@@ -77,7 +78,7 @@ def measure(session: "Session", clip: SpeedClip, *, warmup: int = 3) -> dict[str
 
 
 def speed_table(
-    sessions: Sequence[tuple[str, Callable[[], "Session"]]],
+    sessions: Sequence[tuple[str, Callable[[], Session]]],
     objects: Sequence[int],
     clip_for: Callable[[int], SpeedClip],
     *,

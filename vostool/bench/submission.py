@@ -12,9 +12,9 @@ import os
 import zipfile
 from pathlib import Path
 
+from ..datasets import Dataset
 from ..errors import InputError
 from ..io.atomic import atomic_path
-from ..datasets import Dataset
 
 
 def submission_entries(dataset: Dataset, results_dir: str | os.PathLike[str]) -> list[tuple[Path, str]]:

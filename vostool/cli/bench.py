@@ -38,27 +38,64 @@ def _default_workers() -> int:
 
 
 @click.command("bench")
-@click.option("--dataset", type=click.Choice(["auto", "davis17", "davis16", "ytvos"]), default="auto", show_default=True, help="Benchmark layout (auto: from the files under --root).")
+@click.option(
+    "--dataset",
+    type=click.Choice(["auto", "davis17", "davis16", "ytvos"]),
+    default="auto",
+    show_default=True,
+    help="Benchmark layout (auto: from the files under --root).",
+)
 @click.option("--root", type=click.Path(path_type=Path), help="Dataset folder (holds Annotations/ and ImageSets/, or meta.json).")
 @click.option("--split", default="val", show_default=True, help="Split: val, train, test-dev, valid ...")
 @click.option("--resolution", default=None, help="DAVIS resolution folder: 480p (default), Full-Resolution, 1080p, 240p ...")
 @click.option("--sequences", default=None, metavar="A,B,...", help="Only these sequences.")
 @click.option("--method", default=None, help="Method to run (comma-separated with --speed).")
-@run_options(method=False, size_help="Internal resolution of the method (shorter side); with --speed, the height of the clip (default 480).")
+@run_options(
+    method=False, size_help="Internal resolution of the method (shorter side); with --speed, the height of the clip (default 480)."
+)
 @click.option("--eval-only", is_flag=True, help="Score the predictions in --results without running a method.")
-@click.option("--results", type=click.Path(path_type=Path), help="Predictions folder <results>/<seq>/<frame>.png (read with --eval-only, written otherwise).")
-@click.option("-o", "--output", type=click.Path(path_type=Path), help="Where the CSV/JSON reports (or speed plots) go (default: the results folder).")
+@click.option(
+    "--results",
+    type=click.Path(path_type=Path),
+    help="Predictions folder <results>/<seq>/<frame>.png (read with --eval-only, written otherwise).",
+)
+@click.option(
+    "-o", "--output", type=click.Path(path_type=Path), help="Where the CSV/JSON reports (or speed plots) go (default: the results folder)."
+)
 @click.option("--workers", type=click.IntRange(1, 64), default=None, help="Scoring processes (default: CPU cores, at most 8).")
-@click.option("--resize", is_flag=True, help="Scale predictions of another size to the ground truth (nearest neighbour) instead of failing.")
-@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Where the JSON report goes (default: <output>/results-<split>.json).")
-@click.option("--submission", type=click.Path(path_type=Path), metavar="ZIP", help="Write the zip the DAVIS test-dev / YouTube-VOS server expects.")
+@click.option(
+    "--resize", is_flag=True, help="Scale predictions of another size to the ground truth (nearest neighbour) instead of failing."
+)
+@click.option(
+    "--json", "json_path", type=click.Path(path_type=Path), help="Where the JSON report goes (default: <output>/results-<split>.json)."
+)
+@click.option(
+    "--submission", type=click.Path(path_type=Path), metavar="ZIP", help="Write the zip the DAVIS test-dev / YouTube-VOS server expects."
+)
 @click.option("--speed", is_flag=True, help="Measure FPS against the number of objects (--objects) and plot it.")
 @click.option("--objects", default="1,2,4,8", show_default=True, help="Object counts for --speed.")
 @click.option("--frames", type=click.IntRange(5, 100000), default=30, show_default=True, help="Frames per measurement for --speed.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress or table on stderr.")
-def bench(dataset: str, root: Path | None, split: str, resolution: str | None, sequences: str | None, method: str | None, run: RunOptions,
-          eval_only: bool, results: Path | None, output: Path | None, workers: int | None, resize: bool, json_path: Path | None,
-          submission: Path | None, speed: bool, objects: str, frames: int, quiet: bool) -> None:
+def bench(
+    dataset: str,
+    root: Path | None,
+    split: str,
+    resolution: str | None,
+    sequences: str | None,
+    method: str | None,
+    run: RunOptions,
+    eval_only: bool,
+    results: Path | None,
+    output: Path | None,
+    workers: int | None,
+    resize: bool,
+    json_path: Path | None,
+    submission: Path | None,
+    speed: bool,
+    objects: str,
+    frames: int,
+    quiet: bool,
+) -> None:
     """Score a method on DAVIS 2016/2017 or YouTube-VOS with numbers equal to the official evaluation.
 
     Writes global_results-<split>.csv and per-sequence_results-<split>.csv (the official files),
@@ -91,7 +128,15 @@ def bench(dataset: str, root: Path | None, split: str, resolution: str | None, s
             if not method:
                 raise InputError("--speed needs --method NAME[,NAME...]")
             runs = [dataclasses.replace(run, method=m, size=None) for m in method.split(",") if m]
-            _speed(open_root() if root is not None else None, runs, _csv_ints(objects), run.size or 480, frames, output or Path("bench-speed"), console)
+            _speed(
+                open_root() if root is not None else None,
+                runs,
+                _csv_ints(objects),
+                run.size or 480,
+                frames,
+                output or Path("bench-speed"),
+                console,
+            )
             return
         if root is None:
             raise InputError("--root is required: the dataset folder (e.g. DAVIS/ with Annotations/ and ImageSets/)")
@@ -103,8 +148,17 @@ def bench(dataset: str, root: Path | None, split: str, resolution: str | None, s
             if results is None:
                 raise InputError("give --method NAME to run a method, or --eval-only --results DIR to score predictions")
             eval_only = True
-        _bench(open_root(), None if eval_only else dataclasses.replace(run, method=str(method)), results, output, workers or _default_workers(),
-               resize, json_path, submission, console)
+        _bench(
+            open_root(),
+            None if eval_only else dataclasses.replace(run, method=str(method)),
+            results,
+            output,
+            workers or _default_workers(),
+            resize,
+            json_path,
+            submission,
+            console,
+        )
     finally:
         logger.removeHandler(handler)
         logger.propagate = True
@@ -113,11 +167,22 @@ def bench(dataset: str, root: Path | None, split: str, resolution: str | None, s
 def _progress(console: Any) -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True)
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True
+    )
 
 
-def _bench(ds: Any, run: RunOptions | None, results: Path | None, output: Path | None, workers: int, resize: bool, json_path: Path | None,
-           submission: Path | None, console: Any) -> None:
+def _bench(
+    ds: Any,
+    run: RunOptions | None,
+    results: Path | None,
+    output: Path | None,
+    workers: int,
+    resize: bool,
+    json_path: Path | None,
+    submission: Path | None,
+    console: Any,
+) -> None:
     """Score predictions (``run`` None) or run a method and score its masks; reports and submission."""
     from ..bench.runner import run_benchmark
     from ..bench.scoring import evaluate, has_ground_truth
@@ -137,8 +202,16 @@ def _bench(ds: Any, run: RunOptions | None, results: Path | None, output: Path |
             flow_name = session.describe()["flow"]
             if results is None:
                 results = Path("bench-results") / f"{ds.kind}-{ds.split}-{run.method}{'-' + flow_name if flow_name else ''}"
-            settings.update(results=str(results), method=run.method, flow=flow_name, device=session.device.type, size=run.size,
-                            precision=run.precision, weights=session.weights, workers=workers)
+            settings.update(
+                results=str(results),
+                method=run.method,
+                flow=flow_name,
+                device=session.device.type,
+                size=run.size,
+                precision=run.precision,
+                weights=session.weights,
+                workers=workers,
+            )
             task = prog.add_task(run.method, total=len(ds.sequences))
 
             def done(name: str, method_run: Any) -> None:
@@ -153,8 +226,10 @@ def _bench(ds: Any, run: RunOptions | None, results: Path | None, output: Path |
         n = write_submission(ds, results, submission)
         console.print(f"submission: {n} masks -> {submission}")
     if result is None:
-        console.print(f"{ds.kind} {ds.split} has no ground truth beyond the first frames: nothing to score"
-                      + ("" if submission else "; use --submission to make the server's zip"))
+        console.print(
+            f"{ds.kind} {ds.split} has no ground truth beyond the first frames: nothing to score"
+            + ("" if submission else "; use --submission to make the server's zip")
+        )
         return
     from ..bench.report import global_csv, print_table, write_reports
 
@@ -182,8 +257,12 @@ def _speed(ds: Any, runs: list[RunOptions], counts: list[int], height: int, fram
         clip_for = lambda k: speed_clip(k, height, frames)  # noqa: E731
         source = "synthetic"
     labels = [r.method + (f" ({r.flow})" if r.flow else "") for r in runs]
-    rows = speed_table(list(zip(labels, [lambda r=r: create_session(r) for r in runs])), counts, clip_for,
-                       on_row=lambda r: console.print(f"{r['method']}: {r['objects']} object(s) {r['fps']:.1f} fps"))
+    rows = speed_table(
+        list(zip(labels, [lambda r=r: create_session(r) for r in runs])),
+        counts,
+        clip_for,
+        on_row=lambda r: console.print(f"{r['method']}: {r['objects']} object(s) {r['fps']:.1f} fps"),
+    )
     for r in rows:
         r["source"] = source
     output.mkdir(parents=True, exist_ok=True)
@@ -194,7 +273,13 @@ def _speed(ds: Any, runs: list[RunOptions], counts: list[int], height: int, fram
     for col in ("method", "objects", "fps", "ms/frame", *[f"{s} ms" for s in stages]):
         t.add_column(col, justify="left" if col == "method" else "right")
     for r in rows:
-        t.add_row(r["method"], str(r["objects"]), f"{r['fps']:.1f}", f"{r['ms_per_frame']:.1f}", *[f"{r['stages'].get(s, 0.0):.1f}" for s in stages])
+        t.add_row(
+            r["method"],
+            str(r["objects"]),
+            f"{r['fps']:.1f}",
+            f"{r['ms_per_frame']:.1f}",
+            *[f"{r['stages'].get(s, 0.0):.1f}" for s in stages],
+        )
     console.print(t)
     console.print(f"speed: {output / 'speed.json'}, {plots['fps']}, {plots['stages']}")
     click.echo("method,objects,fps")

@@ -9,7 +9,8 @@ command one ``run`` argument; :func:`output_options` does the same for
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
@@ -22,8 +23,12 @@ METHOD_HELP = "Segmentation method: flow, agss, ovsnet, savos, embedding."
 FLOW_HELP = f"Optical flow: {', '.join(FLOW_NAMES)} (default: the method's)."
 
 device_option = click.option("--device", default=default(RunOptions, "device"), show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
-flow_weights_option = click.option("--flow-weights", default=None, help="RAFT weights: a file or a weights.toml entry (default: the manifest's).")
-offline_option = click.option("--offline", is_flag=True, default=None, help="Never open a connection to fetch weights (also VOSTOOL_OFFLINE=1 or HF_HUB_OFFLINE=1).")
+flow_weights_option = click.option(
+    "--flow-weights", default=None, help="RAFT weights: a file or a weights.toml entry (default: the manifest's)."
+)
+offline_option = click.option(
+    "--offline", is_flag=True, default=None, help="Never open a connection to fetch weights (also VOSTOOL_OFFLINE=1 or HF_HUB_OFFLINE=1)."
+)
 
 
 def _grouped(cls: type[Any], name: str, options: list[Callable[[F], F]], fields: tuple[str, ...]) -> Callable[[F], F]:
@@ -42,19 +47,27 @@ def _grouped(cls: type[Any], name: str, options: list[Callable[[F], F]], fields:
     return deco
 
 
-def run_options(*, method: bool = True, size_help: str = "Run at this internal resolution (shorter side); outputs stay at the input size.") -> Callable[[F], F]:
+def run_options(
+    *, method: bool = True, size_help: str = "Run at this internal resolution (shorter side); outputs stay at the input size."
+) -> Callable[[F], F]:
     """The :class:`RunOptions` options (``--method`` only with ``method=True``), passed as ``run``."""
     d = RunOptions()
     options = [
         *([click.option("--method", default=d.method, show_default=True, help=METHOD_HELP)] if method else []),
         click.option("--flow", default=d.flow, help=FLOW_HELP),
-        click.option("--weights", default=d.weights, help="Method weights: a file, a weights.toml entry, or 'random' (speed measurements only)."),
+        click.option(
+            "--weights", default=d.weights, help="Method weights: a file, a weights.toml entry, or 'random' (speed measurements only)."
+        ),
         flow_weights_option,
         offline_option,
         device_option,
-        click.option("--precision", type=click.Choice(PRECISION_NAMES), default=d.precision, show_default=True, help="Network precision (autocast)."),
+        click.option(
+            "--precision", type=click.Choice(PRECISION_NAMES), default=d.precision, show_default=True, help="Network precision (autocast)."
+        ),
         click.option("--size", type=click.IntRange(16, 4096), default=d.size, help=size_help),
-        click.option("--resize-mask", is_flag=True, default=d.resize_mask, help="Scale masks whose size differs from the video (nearest neighbour)."),
+        click.option(
+            "--resize-mask", is_flag=True, default=d.resize_mask, help="Scale masks whose size differs from the video (nearest neighbour)."
+        ),
         click.option("--compile", is_flag=True, default=d.compile, help="torch.compile the network (CUDA)."),
     ]
     fields = ("method",) * method + ("flow", "weights", "flow_weights", "offline", "device", "precision", "size", "resize_mask", "compile")
@@ -69,9 +82,17 @@ def output_options() -> Callable[[F], F]:
         click.option("--overlay-frames", is_flag=True, default=d.overlay_frames, help="Also write overlays/<frame>.png."),
         click.option("--soft", is_flag=True, default=d.soft, help="Write soft scores soft/<id>/<frame>.png (probability x 255)."),
         click.option("--mattes", is_flag=True, default=d.mattes, help="Write black/white mattes mattes/<id>/<frame>.png."),
-        click.option("--resume", is_flag=True, default=d.resume, help="Finish an interrupted run in OUT (same masks as an uninterrupted run)."),
+        click.option(
+            "--resume", is_flag=True, default=d.resume, help="Finish an interrupted run in OUT (same masks as an uninterrupted run)."
+        ),
         click.option("--overwrite", is_flag=True, default=d.overwrite, help="Replace the results already in OUT."),
-        click.option("--checkpoint-every", type=click.IntRange(1), default=d.checkpoint_every, show_default=True, help="Frames between resume checkpoints."),
+        click.option(
+            "--checkpoint-every",
+            type=click.IntRange(1),
+            default=d.checkpoint_every,
+            show_default=True,
+            help="Frames between resume checkpoints.",
+        ),
     ]
     fields = ("overlay", "overlay_frames", "soft", "mattes", "resume", "overwrite", "checkpoint_every")
     return _grouped(OutputOptions, "output", options, fields)
@@ -94,20 +115,79 @@ def train_config_options() -> Callable[[F], F]:
     """The options of a training run's :class:`TrainConfig` (its stored settings), passed as ``config``."""
     d = TrainConfig()
     options = [
-        click.option("--method", default=d.method, show_default=True, help="Method to train: one with a training recipe (below); agss is the one with a tested real run."),
+        click.option(
+            "--method",
+            default=d.method,
+            show_default=True,
+            help="Method to train: one with a training recipe (below); agss is the one with a tested real run.",
+        ),
         click.option("--batch", type=click.IntRange(1), default=d.batch, show_default=True, help="Clips per step."),
         click.option("--lr", type=float, default=d.lr, show_default=True, help="Initial Adam learning rate (poly decay)."),
-        click.option("--crop", default=None, metavar="HxW", callback=_crop, help="Random crop of every clip (e.g. 224x320); needed with --batch > 1 when videos differ in size."),
+        click.option(
+            "--crop",
+            default=None,
+            metavar="HxW",
+            callback=_crop,
+            help="Random crop of every clip (e.g. 224x320); needed with --batch > 1 when videos differ in size.",
+        ),
         click.option("--seed", type=int, default=d.seed, show_default=True),
-        click.option("--val-every", type=click.IntRange(0), default=d.val_every, show_default=True, help="Steps between validations (0: only at the end)."),
-        click.option("--checkpoint-every", type=click.IntRange(0), default=d.checkpoint_every, show_default=True, help="Steps between checkpoints (0: only at the end)."),
-        click.option("--tolerance", type=float, default=d.tolerance, show_default=True, help="IoU below which a previous mask is replaced by the ground truth."),
-        click.option("--ce-weight", type=float, default=d.ce_weight, show_default=True, help="Weight of the auxiliary cross-entropy term (0: IoU loss only)."),
+        click.option(
+            "--val-every",
+            type=click.IntRange(0),
+            default=d.val_every,
+            show_default=True,
+            help="Steps between validations (0: only at the end).",
+        ),
+        click.option(
+            "--checkpoint-every",
+            type=click.IntRange(0),
+            default=d.checkpoint_every,
+            show_default=True,
+            help="Steps between checkpoints (0: only at the end).",
+        ),
+        click.option(
+            "--tolerance",
+            type=float,
+            default=d.tolerance,
+            show_default=True,
+            help="IoU below which a previous mask is replaced by the ground truth.",
+        ),
+        click.option(
+            "--ce-weight",
+            type=float,
+            default=d.ce_weight,
+            show_default=True,
+            help="Weight of the auxiliary cross-entropy term (0: IoU loss only).",
+        ),
         click.option("--grad-clip", type=float, default=d.grad_clip, show_default=True, help="Gradient-norm clip (0: none)."),
         flow_weights_option,
-        click.option("--init", type=click.Path(exists=True, dir_okay=False), default=d.init, help="Start from these weights (safetensors of the same network) instead of random ones."),
-        click.option("--bn-recalibrate", type=click.IntRange(0), default=d.bn_recalibrate, show_default=True,
-                     help="At the end, re-estimate BatchNorm statistics over this many training clips (trained BN only; 0: never)."),
+        click.option(
+            "--init",
+            type=click.Path(exists=True, dir_okay=False),
+            default=d.init,
+            help="Start from these weights (safetensors of the same network) instead of random ones.",
+        ),
+        click.option(
+            "--bn-recalibrate",
+            type=click.IntRange(0),
+            default=d.bn_recalibrate,
+            show_default=True,
+            help="At the end, re-estimate BatchNorm statistics over this many training clips (trained BN only; 0: never).",
+        ),
     ]
-    fields = ("method", "batch", "lr", "crop", "seed", "val_every", "checkpoint_every", "tolerance", "ce_weight", "grad_clip", "flow_weights", "init", "bn_recalibrate")
+    fields = (
+        "method",
+        "batch",
+        "lr",
+        "crop",
+        "seed",
+        "val_every",
+        "checkpoint_every",
+        "tolerance",
+        "ce_weight",
+        "grad_clip",
+        "flow_weights",
+        "init",
+        "bn_recalibrate",
+    )
     return _grouped(TrainConfig, "config", options, fields)

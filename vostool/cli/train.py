@@ -22,20 +22,50 @@ def _d(name: str) -> Any:
 @click.command("train")
 @train_config_options()
 @click.option("--data", "data_root", type=click.Path(path_type=Path), default=None, help="Training set root (DAVIS or YouTube-VOS layout).")
-@click.option("--out", "out", type=click.Path(path_type=Path), required=True, help="Run folder (checkpoints, train.json, final.safetensors).")
-@click.option("--steps", type=click.IntRange(1), default=None, help=f"Optimiser steps, the poly schedule ends there (default {_d('steps')}; with --resume: the run's own).")
-@click.option("--size", type=click.IntRange(32, 4096), default=_o("size"), show_default=True, help="Frame height the videos are resized to when read.")
+@click.option(
+    "--out", "out", type=click.Path(path_type=Path), required=True, help="Run folder (checkpoints, train.json, final.safetensors)."
+)
+@click.option(
+    "--steps",
+    type=click.IntRange(1),
+    default=None,
+    help=f"Optimiser steps, the poly schedule ends there (default {_d('steps')}; with --resume: the run's own).",
+)
+@click.option(
+    "--size", type=click.IntRange(32, 4096), default=_o("size"), show_default=True, help="Frame height the videos are resized to when read."
+)
 @click.option("--variant", type=click.Choice(["paper", "tiny"]), default=None, help="Start from the method's paper or tiny size.")
 @click.option("--depth", type=click.IntRange(18, 152), default=None, help="Encoder ResNet depth.")
 @click.option("--base-width", type=click.IntRange(4, 256), default=None, help="Encoder stem width.")
 @click.option("--mdim", type=click.IntRange(4, 1024), default=None, help="Decoder width.")
-@click.option("--freeze-bn/--train-bn", default=_o("freeze_bn"), show_default=True, help="Freeze BatchNorm (for pretrained encoders) or train it (from scratch).")
+@click.option(
+    "--freeze-bn/--train-bn",
+    default=_o("freeze_bn"),
+    show_default=True,
+    help="Freeze BatchNorm (for pretrained encoders) or train it (from scratch).",
+)
 @click.option("--resume", is_flag=True, help="Continue the run in --out exactly where its last checkpoint stopped.")
 @device_option
 @click.option("--threads", type=click.IntRange(1, 256), default=None, help="CPU threads for torch (default: torch's choice).")
-@click.option("--val-split", default=_o("val_split"), show_default=True, help="Held-out sequences: a split file, 'davis16' (the shipped 5-sequence split), 'none', or 'auto' (davis16 when all its sequences are in --data).")
-@click.option("--synthetic", type=click.IntRange(0), default=_o("synthetic"), show_default=True, help="Add this many synthetic videos to the training set.")
-@click.option("--flow", default=_o("flow"), show_default=True, help=f"Frozen flow for warping previous masks: auto (raft-small on CUDA, dis on the CPU), {', '.join(FLOW_NAMES)}.")
+@click.option(
+    "--val-split",
+    default=_o("val_split"),
+    show_default=True,
+    help="Held-out sequences: a split file, 'davis16' (the shipped 5-sequence split), 'none', or 'auto' (davis16 when all its sequences are in --data).",
+)
+@click.option(
+    "--synthetic",
+    type=click.IntRange(0),
+    default=_o("synthetic"),
+    show_default=True,
+    help="Add this many synthetic videos to the training set.",
+)
+@click.option(
+    "--flow",
+    default=_o("flow"),
+    show_default=True,
+    help=f"Frozen flow for warping previous masks: auto (raft-small on CUDA, dis on the CPU), {', '.join(FLOW_NAMES)}.",
+)
 @click.option("--time-limit", type=float, default=None, metavar="MIN", help="Stop (with a checkpoint) after this many minutes.")
 @click.option("--export", "export_path", type=click.Path(path_type=Path), default=None, help="Also copy the final fp16 weights here.")
 @click.option("--stop-at", type=click.IntRange(1), default=None, hidden=True, help="Stop at this step (tests of --resume).")

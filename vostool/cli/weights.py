@@ -10,7 +10,6 @@ import click
 from .options import offline_option
 
 
-
 @click.group("weights")
 def weights() -> None:
     """Pretrained weights: what exists, what is cached, download, verify, import.
@@ -74,8 +73,14 @@ def list_cmd(as_json: bool) -> None:
     for r in rows:
         src = r.entry.source
         where = "no" if r.cached is None else ("yes (hub cache)" if r.cache_kind == "hf" else "yes")
-        table.add_row(r.entry.name + (" *" if r.default else ""), r.entry.target, r.entry.trained_on, r.entry.licence,
-                      src.kind if src.kind != "manual" else "manual download", where)
+        table.add_row(
+            r.entry.name + (" *" if r.default else ""),
+            r.entry.target,
+            r.entry.trained_on,
+            r.entry.licence,
+            src.kind if src.kind != "manual" else "manual download",
+            where,
+        )
     console.print(table)
     console.print("* default for its method/flow. Targets:")
     for t in m.targets.values():

@@ -163,7 +163,12 @@ def _split_candidates(root: Path, kind: str, split: str, resolution: str) -> lis
     sets = root / "ImageSets"
     if kind == "davis17":
         return [sets / "2017" / f"{split}.txt"]
-    return [sets / "2016" / f"{split}.txt", sets / resolution / f"{split}.txt", sets / "1080p" / f"{split}.txt", sets / "480p" / f"{split}.txt"]
+    return [
+        sets / "2016" / f"{split}.txt",
+        sets / resolution / f"{split}.txt",
+        sets / "1080p" / f"{split}.txt",
+        sets / "480p" / f"{split}.txt",
+    ]
 
 
 def _detect_davis_kind(root: Path, split: str, resolution: str) -> str:
@@ -227,7 +232,9 @@ def _open_ytvos(split_dir: Path, root: Path, split: str) -> Dataset:
             meta = json.loads((split_dir / "meta.json").read_text(encoding="utf-8"))
             videos = meta["videos"]
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise InputError(f"cannot read {split_dir / 'meta.json'}: {exc}; it must be YouTube-VOS meta.json with a 'videos' map") from None
+            raise InputError(
+                f"cannot read {split_dir / 'meta.json'}: {exc}; it must be YouTube-VOS meta.json with a 'videos' map"
+            ) from None
         names = sorted(videos)
     seqs = []
     for name in names:

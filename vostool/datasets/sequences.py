@@ -10,8 +10,8 @@ YouTube-VOS annotates every 5th frame, so its sequences hold those frames only.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 from PIL import Image

@@ -151,7 +151,9 @@ def generate_dataset(seed: int, count: int, **kwargs: object) -> list[VideoSeque
     return [generate_video(np.random.default_rng([seed, i]), name=f"synthetic-{seed}-{i}", **kwargs) for i in range(count)]  # type: ignore[arg-type]
 
 
-def speed_clip(num_objects: int, height: int = 480, frames: int = 30, *, width: int | None = None, seed: int = 0) -> tuple[list[np.ndarray], np.ndarray]:
+def speed_clip(
+    num_objects: int, height: int = 480, frames: int = 30, *, width: int | None = None, seed: int = 0
+) -> tuple[list[np.ndarray], np.ndarray]:
     """A clip for speed measurements (16:9 unless ``width`` is given): ``frames`` RGB frames
     ``(H, W, 3)`` uint8 and the ``(H, W)`` uint8 ids of its first frame, on which all
     ``num_objects`` objects are visible.
@@ -164,7 +166,9 @@ def speed_clip(num_objects: int, height: int = 480, frames: int = 30, *, width: 
         raise InputError(f"--objects must be between 1 and 254, got {num_objects}")
     width = width or int(round(height * 16 / 9 / 2)) * 2
     for attempt in range(20):
-        video = generate_video(np.random.default_rng([seed, attempt]), length=frames, size=(height, width), num_objects=num_objects, object_size=(0.12, 0.3))
+        video = generate_video(
+            np.random.default_rng([seed, attempt]), length=frames, size=(height, width), num_objects=num_objects, object_size=(0.12, 0.3)
+        )
         if len(np.unique(video.labels[0])) == num_objects + 1:
             return list(video.images), video.labels[0]
     raise InputError(f"cannot place {num_objects} visible objects in a {height}p frame; use fewer --objects")

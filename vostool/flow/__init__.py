@@ -18,7 +18,9 @@ OPENCV_FLOWS = ("dis", "farneback")
 """Weightless OpenCV estimators: they run on the CPU whatever the session's device."""
 
 
-def create_flow(name: str, *, device: torch.device | str = "cpu", weights: str | None = None, offline: bool | None = None, dis_preset: str = "ultrafast") -> FlowEstimator:
+def create_flow(
+    name: str, *, device: torch.device | str = "cpu", weights: str | None = None, offline: bool | None = None, dis_preset: str = "ultrafast"
+) -> FlowEstimator:
     """Build a flow estimator by name.
 
     Args:

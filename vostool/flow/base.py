@@ -30,7 +30,7 @@ class FlowEstimator(abc.ABC):
         """Where :meth:`prepare` puts its output (kept by the session between frames)."""
         return self.device
 
-    def to(self, device: torch.device) -> "FlowEstimator":
+    def to(self, device: torch.device) -> FlowEstimator:
         """Move any network to ``device``; results come back on the session's device."""
         self.device = device
         return self

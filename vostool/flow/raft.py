@@ -34,7 +34,7 @@ class RAFTFlow(FlowEstimator):
         self.iters = iters
         self.device = torch.device("cpu")
 
-    def to(self, device: torch.device) -> "RAFTFlow":
+    def to(self, device: torch.device) -> RAFTFlow:
         self.device = torch.device(device)
         self.net.to(self.device)
         return self

@@ -10,7 +10,9 @@ import torch.nn.functional as F
 
 def pixel_grid(h: int, w: int, device: torch.device | str = "cpu") -> torch.Tensor:
     """``(2, H, W)`` float32 pixel coordinates: channel 0 = x, 1 = y."""
-    ys, xs = torch.meshgrid(torch.arange(h, device=device, dtype=torch.float32), torch.arange(w, device=device, dtype=torch.float32), indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(h, device=device, dtype=torch.float32), torch.arange(w, device=device, dtype=torch.float32), indexing="ij"
+    )
     return torch.stack([xs, ys])
 
 

@@ -33,7 +33,9 @@ def _arch_from_file(path: Path) -> dict[str, Any]:
     return json.loads(meta["arch"]) if "arch" in meta else {}
 
 
-def load_method(name: str, *, weights: str | None = None, offline: bool | None = None, **kwargs: Any) -> tuple[VOSMethod, dict[str, Any] | None]:
+def load_method(
+    name: str, *, weights: str | None = None, offline: bool | None = None, **kwargs: Any
+) -> tuple[VOSMethod, dict[str, Any] | None]:
     """Build method ``name`` and load its weights.
 
     Args:
@@ -53,7 +55,10 @@ def load_method(name: str, *, weights: str | None = None, offline: bool | None =
     if not info.needs_weights:
         return create_method(name, **kwargs), None
     if weights == "random":
-        return create_method(name, **kwargs), {"name": "random", "note": "random initialisation: for speed measurements only, the masks are meaningless"}
+        return create_method(name, **kwargs), {
+            "name": "random",
+            "note": "random initialisation: for speed measurements only, the masks are meaningless",
+        }
     from ..weights import load_into, resolve_weights
 
     resolved = resolve_weights(name, weights, offline=offline)

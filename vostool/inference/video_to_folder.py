@@ -16,18 +16,19 @@ import queue
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 
-from ..version import __version__
 from ..errors import InputError, VostoolError
 from ..io.atomic import atomic_path, write_text_atomic
 from ..io.masks import DAVIS_PALETTE, IndexMask, read_index_png
 from ..io.outputs import RESUME_DIR, BackgroundWriter, FrameOutputs, now_iso, prepare_out_dir, write_run_file
 from ..io.video import VideoFrame, VideoSource
 from ..options import OutputOptions
+from ..version import __version__
 from .session import Session, StepResult, internal_size
 
 
@@ -93,7 +94,9 @@ def _load_checkpoint(out: Path, fingerprint: str) -> dict[str, Any] | None:
         return None
     ck = torch.load(p, map_location="cpu", weights_only=True)
     if ck.get("fingerprint") != fingerprint:
-        raise InputError(f"--resume: {out} was made by a run with other inputs or options; rerun without --resume (with --overwrite) or use the same options")
+        raise InputError(
+            f"--resume: {out} was made by a run with other inputs or options; rerun without --resume (with --overwrite) or use the same options"
+        )
     return ck
 
 
@@ -105,7 +108,15 @@ class _Progress:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        self.bar = Progress(TextColumn("segment"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[fps]} fps"), TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+        self.bar = Progress(
+            TextColumn("segment"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[fps]} fps"),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        )
         self.task = self.bar.add_task("frames", total=total, completed=start, fps="-")
         self.bar.start()
         self.t0 = time.perf_counter()
@@ -141,7 +152,9 @@ def _fingerprint(session: Session, source: VideoSource, masks: dict[int, IndexMa
     }
 
 
-def segment_to_folder(session: Session, source: VideoSource, masks: dict[int, IndexMask], out: Path, options: OutputOptions, *, progress: bool = False) -> dict[str, Any]:
+def segment_to_folder(
+    session: Session, source: VideoSource, masks: dict[int, IndexMask], out: Path, options: OutputOptions, *, progress: bool = False
+) -> dict[str, Any]:
     """Segment a whole video into the folder ``out`` and return the timing summary.
 
     Args:

@@ -23,8 +23,9 @@ import queue
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -70,7 +71,9 @@ def prepare_out_dir(out: Path, *, resume: bool, overwrite: bool) -> dict[str, An
     if previous is not None or has_masks:
         if not overwrite:
             state = (previous or {}).get("status", "unknown")
-            raise OutputError(f"output folder {out} already holds a run (status: {state}); use --resume to finish it or --overwrite to replace it")
+            raise OutputError(
+                f"output folder {out} already holds a run (status: {state}); use --resume to finish it or --overwrite to replace it"
+            )
         for part in OUTPUT_PARTS:
             p = out / part
             if p.is_dir():
@@ -147,7 +150,16 @@ class FrameOutputs:
             (out / "overlays").mkdir(exist_ok=True)
         self.video = VideoWriter(out / "overlay.mp4", size, fps) if options.overlay else None
 
-    def write(self, name: str, rgb: np.ndarray | None, ids: np.ndarray, object_ids: list[int], soft: np.ndarray | None = None, *, masks: bool = True) -> None:
+    def write(
+        self,
+        name: str,
+        rgb: np.ndarray | None,
+        ids: np.ndarray,
+        object_ids: list[int],
+        soft: np.ndarray | None = None,
+        *,
+        masks: bool = True,
+    ) -> None:
         """Write one frame's outputs.
 
         Args:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import cv2
 import numpy as np
@@ -71,7 +72,10 @@ class FrameFolder(VideoSource):
 
     def __init__(self, path: Path, fps: float | None = None) -> None:
         self.path = path
-        self.files = sorted((p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")), key=lambda p: natural_key(p.name))
+        self.files = sorted(
+            (p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")),
+            key=lambda p: natural_key(p.name),
+        )
         if not self.files:
             raise InputError(f"no JPEG/PNG frames found in folder {path}; give a video file or a folder of numbered frames")
         first = self._read(self.files[0])
@@ -96,7 +100,9 @@ class FrameFolder(VideoSource):
             p = self.files[i]
             rgb = self._read(p)
             if (rgb.shape[1], rgb.shape[0]) != self.size:
-                raise InputError(f"frame {p.name} is {rgb.shape[1]}x{rgb.shape[0]} but the first frame is {self.size[0]}x{self.size[1]}; all frames must have one size")
+                raise InputError(
+                    f"frame {p.name} is {rgb.shape[1]}x{rgb.shape[0]} but the first frame is {self.size[0]}x{self.size[1]}; all frames must have one size"
+                )
             yield VideoFrame(i, p.stem, rgb)
 
     def __iter__(self) -> Iterator[VideoFrame]:
@@ -148,7 +154,9 @@ class VideoFile(VideoSource):
             raise InputError(f"video {self.path} has no decodable frames; the file is empty or truncated")
         expected = self.num_frames
         if expected is not None and n < expected - max(3, int(0.05 * expected)):
-            raise InputError(f"video {self.path} is truncated: decoded {n} of the {expected} frames its container declares; re-encode or re-download it")
+            raise InputError(
+                f"video {self.path} is truncated: decoded {n} of the {expected} frames its container declares; re-encode or re-download it"
+            )
 
     def close(self) -> None:
         if self._gen is not None:
@@ -162,7 +170,9 @@ class VideoFile(VideoSource):
 def _ffmpeg_reason(exc: BaseException) -> str:
     text = str(exc).strip()
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    keep = [ln for ln in lines if any(k in ln.lower() for k in ("invalid", "moov", "no such", "error", "not found", "could not", "unknown"))]
+    keep = [
+        ln for ln in lines if any(k in ln.lower() for k in ("invalid", "moov", "no such", "error", "not found", "could not", "unknown"))
+    ]
     reason = (keep or lines or [type(exc).__name__])[-1]
     return f"not a readable video ({reason[:160]})"
 

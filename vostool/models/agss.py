@@ -192,7 +192,7 @@ class AGSSNet(nn.Module):
         if freeze_bn:
             freeze_batchnorm(self.encoder)
 
-    def train(self, mode: bool = True) -> "AGSSNet":
+    def train(self, mode: bool = True) -> AGSSNet:
         super().train(mode)
         if self.freeze_bn:
             freeze_batchnorm(self.encoder)
@@ -336,7 +336,13 @@ class AGSS(VOSMethod[AGSSState]):
 # Default flow: DIS. The paper's FlowNet2-C is replaced by a flow backend; RAFT-small
 # (`--flow raft-small`) needs weights that are not shipped, while the weights vostool ships
 # (agss.davis16-compact) were trained with DIS flow and work offline out of the box.
-@register_method("agss", AGSS, paper="Lin, Qi, Jia: AGSS-VOS: Attention Guided Single-Shot Video Object Segmentation, ICCV 2019", default_flow="dis", tiny=dict(depth=18, base_width=8, mdim=16))
+@register_method(
+    "agss",
+    AGSS,
+    paper="Lin, Qi, Jia: AGSS-VOS: Attention Guided Single-Shot Video Object Segmentation, ICCV 2019",
+    default_flow="dis",
+    tiny=dict(depth=18, base_width=8, mdim=16),
+)
 def build_agss(*, depth: int = 50, base_width: int = 64, mdim: int = 256, gc_kernel: int = 7, freeze_bn: bool = True) -> AGSS:
     """AGSS-VOS with a random-init :class:`AGSSNet` (paper size by default: ResNet-50, width 64,
     decoder 256, GC kernel 7); ``method_info("agss").tiny`` is the test variant."""

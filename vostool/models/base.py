@@ -26,12 +26,13 @@ from __future__ import annotations
 import abc
 import contextlib
 import dataclasses
-from typing import Any, Callable, ClassVar, ContextManager, Generic, TypeVar
+from collections.abc import Callable
+from typing import Any, ClassVar, Generic, TypeVar
 
 import torch
 from torch import nn
 
-StageFn = Callable[[str], ContextManager[Any]]
+StageFn = Callable[[str], contextlib.AbstractContextManager[Any]]
 
 
 @dataclasses.dataclass
@@ -51,7 +52,7 @@ class MethodState:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "MethodState":
+    def from_dict(cls, data: dict[str, Any]) -> MethodState:
         """The inverse of :meth:`to_dict` (fields missing from ``data`` take their defaults)."""
         return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
 
@@ -59,7 +60,7 @@ class MethodState:
 S = TypeVar("S", bound=MethodState)
 
 
-def no_stage(name: str) -> ContextManager[Any]:
+def no_stage(name: str) -> contextlib.AbstractContextManager[Any]:
     """A ``stage`` argument that times nothing."""
     return contextlib.nullcontext()
 
@@ -83,7 +84,7 @@ class VOSMethod(abc.ABC, Generic[S]):
         self.net = net
 
     # --- lifecycle -----------------------------------------------------------------------
-    def to(self, device: torch.device | str, *, channels_last: bool = False) -> "VOSMethod":
+    def to(self, device: torch.device | str, *, channels_last: bool = False) -> VOSMethod:
         """Move the network to ``device`` (optionally channels_last memory format)."""
         if self.net is not None:
             self.net.to(device)
@@ -91,7 +92,7 @@ class VOSMethod(abc.ABC, Generic[S]):
                 self.net.to(memory_format=torch.channels_last)
         return self
 
-    def eval(self) -> "VOSMethod":
+    def eval(self) -> VOSMethod:
         if self.net is not None:
             self.net.eval()
         return self

@@ -132,7 +132,6 @@ class ResNetEncoder(nn.Module):
         return feats
 
 
-
 def freeze_batchnorm(module: nn.Module) -> None:
     """Fix every BatchNorm in ``module``: eval mode (running statistics used, not updated) and
     affine parameters with ``requires_grad=False``.

@@ -104,7 +104,9 @@ class TemporalAttention(nn.Module):
         self.first = nn.Conv2d(c, c, 1)
         self.support = nn.Conv2d(c, c, 1)
         self.query = nn.Conv2d(c, c, 1)
-        self.regress = nn.Sequential(nn.Conv2d(3 * c, c, 1), nn.ReLU(inplace=True), nn.Conv2d(c, c, 1), nn.ReLU(inplace=True), nn.Conv2d(c, 1, 1, bias=False))
+        self.regress = nn.Sequential(
+            nn.Conv2d(3 * c, c, 1), nn.ReLU(inplace=True), nn.Conv2d(c, c, 1), nn.ReLU(inplace=True), nn.Conv2d(c, 1, 1, bias=False)
+        )
 
     def forward(self, support_keys: torch.Tensor, query_key: torch.Tensor) -> torch.Tensor:
         b, t, c = support_keys.shape[:3]
@@ -261,7 +263,9 @@ def _pad_probs(prob: torch.Tensor, multiple: int) -> torch.Tensor:
     return torch.cat([bg, fg], 1)
 
 
-def embedding_net(*, depth: int = 50, base_width: int = 64, decoder_channels: int = 256, refine_decoder: bool = True) -> GlobalInstanceEmbeddingNet:
+def embedding_net(
+    *, depth: int = 50, base_width: int = 64, decoder_channels: int = 256, refine_decoder: bool = True
+) -> GlobalInstanceEmbeddingNet:
     """Build the network (random init); defaults are the paper's full ResNet-50 model."""
     return GlobalInstanceEmbeddingNet(depth=depth, base_width=base_width, decoder_channels=decoder_channels, refine_decoder=refine_decoder)
 
@@ -315,7 +319,9 @@ class EmbeddingMethod(VOSMethod[EmbeddingState]):
     stages = ("support-encoder", "query-encoder", "memory-read", "global-branch", "instance-branch", "aggregate")
     state_type = EmbeddingState
 
-    def __init__(self, net: GlobalInstanceEmbeddingNet, *, support_size: int = 5, pool_size: int = 16, max_instances: int = 6, max_anchors: int = 4) -> None:
+    def __init__(
+        self, net: GlobalInstanceEmbeddingNet, *, support_size: int = 5, pool_size: int = 16, max_instances: int = 6, max_anchors: int = 4
+    ) -> None:
         super().__init__(net)
         if support_size < 1 or pool_size < 1 or max_instances < 1 or max_anchors < 1:
             raise ValueError("support_size, pool_size, max_instances and max_anchors must be positive")
@@ -420,7 +426,10 @@ class EmbeddingMethod(VOSMethod[EmbeddingState]):
         with stage("global-branch"):
             g = net.global_logits(q, values_t, a)
         with stage("instance-branch"):
-            inst = [net.instance_logits(q, values_t, label_tensors(probs_t, slice(i, i + self.max_instances)), a) for i in range(0, k, self.max_instances)]
+            inst = [
+                net.instance_logits(q, values_t, label_tensors(probs_t, slice(i, i + self.max_instances)), a)
+                for i in range(0, k, self.max_instances)
+            ]
         with stage("aggregate"):
             up = unpad(F.interpolate(torch.cat([g, *inst], 1).float(), size=x.shape[-2:], mode="bilinear", align_corners=False), pads)
             fg = torch.sigmoid(up[0, 1:]) * torch.sigmoid(up[0, :1])
@@ -433,6 +442,10 @@ class EmbeddingMethod(VOSMethod[EmbeddingState]):
     paper="Ge, Lu, Shen, Video Object Segmentation Using Global and Instance Embedding Learning (CVPR 2021)",
     tiny=dict(depth=18, base_width=8, decoder_channels=16),
 )
-def build_embedding(*, support_size: int = 5, pool_size: int = 16, max_instances: int = 6, max_anchors: int = 4, **net_kwargs: Any) -> EmbeddingMethod:
+def build_embedding(
+    *, support_size: int = 5, pool_size: int = 16, max_instances: int = 6, max_anchors: int = 4, **net_kwargs: Any
+) -> EmbeddingMethod:
     """The embedding method with a random-init network; ``net_kwargs`` go to :func:`embedding_net`."""
-    return EmbeddingMethod(embedding_net(**net_kwargs), support_size=support_size, pool_size=pool_size, max_instances=max_instances, max_anchors=max_anchors)
+    return EmbeddingMethod(
+        embedding_net(**net_kwargs), support_size=support_size, pool_size=pool_size, max_instances=max_instances, max_anchors=max_anchors
+    )

@@ -123,7 +123,9 @@ class ReIDHead(nn.Module):
 
 def _conv_bn_relu(cin: int, cout: int, kernel: int = 1, dilation: int = 1) -> nn.Sequential:
     pad = dilation * (kernel // 2)
-    return nn.Sequential(nn.Conv2d(cin, cout, kernel, padding=pad, dilation=dilation, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, kernel, padding=pad, dilation=dilation, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
+    )
 
 
 class AdvancedASPP(nn.Module):
@@ -134,7 +136,9 @@ class AdvancedASPP(nn.Module):
     is ASPP's image pooling). The concatenation is projected by a 1x1 conv-BN-ReLU.
     """
 
-    def __init__(self, cin: int, channels: int = 256, *, rates: tuple[int, ...] = (6, 12, 18), bins: tuple[int, ...] = (1, 2, 3, 6)) -> None:
+    def __init__(
+        self, cin: int, channels: int = 256, *, rates: tuple[int, ...] = (6, 12, 18), bins: tuple[int, ...] = (1, 2, 3, 6)
+    ) -> None:
         super().__init__()
         self.convs = nn.ModuleList([_conv_bn_relu(cin, channels)] + [_conv_bn_relu(cin, channels, 3, r) for r in rates])
         self.bins = tuple(bins)
@@ -168,7 +172,9 @@ class MaskGuidedAttention(nn.Module):
         for i in range(blocks):
             down = None
             if i == 0 and inplanes != planes * Bottleneck.expansion:
-                down = nn.Sequential(nn.Conv2d(inplanes, planes * Bottleneck.expansion, 1, bias=False), nn.BatchNorm2d(planes * Bottleneck.expansion))
+                down = nn.Sequential(
+                    nn.Conv2d(inplanes, planes * Bottleneck.expansion, 1, bias=False), nn.BatchNorm2d(planes * Bottleneck.expansion)
+                )
             # torchvision's dilated stage: the first block keeps the previous dilation (1).
             layers.append(Bottleneck(inplanes, planes, 1, down, dilation=1 if i == 0 else 2))
             inplanes = planes * Bottleneck.expansion
@@ -428,11 +434,22 @@ class OVSNet(nn.Module):
         logits = self.refine(feats, rois, attention)
         with torch.no_grad():
             s = self.mga.size
-            target = torch.cat([
-                roi_align(t["masks"][g][:, None].float(), torch.cat([torch.arange(len(g), device=b.device, dtype=b.dtype)[:, None], b], 1),
-                          (s, s), spatial_scale=1.0, sampling_ratio=2, aligned=True)
-                for t, g, b in zip(tgts, gt_idx, big)
-            ])[:, 0] > 0.5
+            target = (
+                torch.cat(
+                    [
+                        roi_align(
+                            t["masks"][g][:, None].float(),
+                            torch.cat([torch.arange(len(g), device=b.device, dtype=b.dtype)[:, None], b], 1),
+                            (s, s),
+                            spatial_scale=1.0,
+                            sampling_ratio=2,
+                            aligned=True,
+                        )
+                        for t, g, b in zip(tgts, gt_idx, big)
+                    ]
+                )[:, 0]
+                > 0.5
+            )
         loss_refine = F.cross_entropy(logits.float(), target.long())
         return {**roi_losses, **rpn_losses, "loss_reid": loss_reid, "loss_refine": loss_refine}
 
@@ -518,7 +535,9 @@ class OVSNetMethod(VOSMethod[OVSNetState]):
     stages = ("detector", "re-id", "cascade", "mga", "aggregate")
     state_type = OVSNetState
 
-    def __init__(self, net: OVSNet, *, rho_iou: float = 0.3, rho_reid: float = 2.3, reid_fraction: float = 0.3, reid_memory: int = 100) -> None:
+    def __init__(
+        self, net: OVSNet, *, rho_iou: float = 0.3, rho_reid: float = 2.3, reid_fraction: float = 0.3, reid_memory: int = 100
+    ) -> None:
         super().__init__(net)
         if reid_memory < 2:
             raise ValueError("reid_memory must be at least 2")
@@ -625,9 +644,22 @@ class OVSNetMethod(VOSMethod[OVSNetState]):
     paper="Sun et al., OVSNet: Towards One-Pass Real-Time Video Object Segmentation (arXiv 2019)",
     default_flow="raft-small",
     tiny=dict(
-        depth=18, base_width=8, fpn_channels=16, box_channels=32, mask_head_channels=16, mask_head_layers=2, reid_hidden=32,
-        mga_size=16, mga_planes=8, mga_blocks=1, aspp_channels=16, min_size=96, max_size=160,
-        rpn_pre_nms_top_n=100, rpn_post_nms_top_n=50, detections_per_img=20,
+        depth=18,
+        base_width=8,
+        fpn_channels=16,
+        box_channels=32,
+        mask_head_channels=16,
+        mask_head_layers=2,
+        reid_hidden=32,
+        mga_size=16,
+        mga_planes=8,
+        mga_blocks=1,
+        aspp_channels=16,
+        min_size=96,
+        max_size=160,
+        rpn_pre_nms_top_n=100,
+        rpn_post_nms_top_n=50,
+        detections_per_img=20,
     ),
 )
 def build_ovsnet(

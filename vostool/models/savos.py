@@ -55,7 +55,7 @@ Choices where the paper is silent (kept):
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -118,7 +118,7 @@ class SAVOSNet(nn.Module):
         if freeze_bn:
             freeze_batchnorm(self.encoder)
 
-    def train(self, mode: bool = True) -> "SAVOSNet":
+    def train(self, mode: bool = True) -> SAVOSNet:
         super().train(mode)
         if self.freeze_bn:
             freeze_batchnorm(self.encoder)
@@ -268,9 +268,21 @@ class SAVOS(VOSMethod[SAVOSState]):
         state.prev = prob[1:].float()
 
 
-@register_method("savos", SAVOS, paper="SAVOS: Symmetry Encoder-Decoder Network with Attention Mechanism for Fast Video Object Segmentation, Symmetry 11(8) 1006, 2019", tiny=dict(depth=18, base_width=8, mdim=16, reduction=4))
+@register_method(
+    "savos",
+    SAVOS,
+    paper="SAVOS: Symmetry Encoder-Decoder Network with Attention Mechanism for Fast Video Object Segmentation, Symmetry 11(8) 1006, 2019",
+    tiny=dict(depth=18, base_width=8, mdim=16, reduction=4),
+)
 def build_savos(
-    *, depth: int = 50, base_width: int = 64, mdim: int = 256, gc_kernel: int = 7, reduction: int = 16, freeze_bn: bool = True, scales: Sequence[float] = (1.0,)
+    *,
+    depth: int = 50,
+    base_width: int = 64,
+    mdim: int = 256,
+    gc_kernel: int = 7,
+    reduction: int = 16,
+    freeze_bn: bool = True,
+    scales: Sequence[float] = (1.0,),
 ) -> SAVOS:
     """SAVOS with a random-init :class:`SAVOSNet` (paper size by default: ResNet-50, width 64,
     decoder 256). SAVOS uses no optical flow (``uses_flow = False``); ``method_info("savos").tiny``

@@ -58,7 +58,12 @@ def random_crop(clip: Clip, size: tuple[int, int], rng: np.random.Generator, *, 
         win = labels[0, y : y + h, x : x + w]
         if all((win == k).any() for k in range(1, clip.num_objects + 1)):
             break
-    return Clip(np.ascontiguousarray(images[:, y : y + h, x : x + w]), np.ascontiguousarray(labels[:, y : y + h, x : x + w]), clip.num_objects, clip.name)
+    return Clip(
+        np.ascontiguousarray(images[:, y : y + h, x : x + w]),
+        np.ascontiguousarray(labels[:, y : y + h, x : x + w]),
+        clip.num_objects,
+        clip.name,
+    )
 
 
 def _warp(img: np.ndarray, mat: np.ndarray, size: tuple[int, int], *, nearest: bool, border: int | tuple[int, ...]) -> np.ndarray:

@@ -22,18 +22,19 @@ import contextlib
 import dataclasses
 import json
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 
+from ..datasets import VideoSequence
 from ..errors import InputError
 from ..io.atomic import atomic_path, write_text_atomic
-from ..options import TrainConfig
 from ..models import create_method
+from ..options import TrainConfig
 from ..weights import load_into, save_state_dict
 from ..weights.serialization import load_state_dict
-from ..datasets import VideoSequence
 from .recipes import Recipe, get_recipe
 from .sampling import ClipSampler
 
@@ -49,7 +50,15 @@ def _autocast_factory(device: torch.device) -> Callable[[], contextlib.AbstractC
     return None
 
 
-def export_weights(net: torch.nn.Module, path: str | Path, *, method: str, arch: dict[str, Any], extra: dict[str, Any] | None = None, dtype: torch.dtype = torch.float16) -> None:
+def export_weights(
+    net: torch.nn.Module,
+    path: str | Path,
+    *,
+    method: str,
+    arch: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+    dtype: torch.dtype = torch.float16,
+) -> None:
     """Write the network's weights as a compact safetensors file (floats cast to ``dtype``).
 
     Metadata: ``arch`` (JSON builder kwargs, read back by :func:`vostool.api.load_method`),
@@ -102,7 +111,16 @@ class Trainer:
         elif (self.out / "checkpoint.pt").exists():
             raise InputError(f"{self.out} already holds a run; pass --resume to continue it or choose another --out")
         self.config = config
-        self.recipe: Recipe = get_recipe(config.method, clip_length=config.clip_length, crop=tuple(config.crop) if config.crop else None, tolerance=config.tolerance, ce_weight=config.ce_weight, max_objects=config.max_objects, flow=config.flow, flow_weights=config.flow_weights)
+        self.recipe: Recipe = get_recipe(
+            config.method,
+            clip_length=config.clip_length,
+            crop=tuple(config.crop) if config.crop else None,
+            tolerance=config.tolerance,
+            ce_weight=config.ce_weight,
+            max_objects=config.max_objects,
+            flow=config.flow,
+            flow_weights=config.flow_weights,
+        )
         self.sampler = self.recipe.sampler(list(train_sequences), config.seed)
         torch.manual_seed(config.seed)
         self.method = create_method(config.method, **config.arch)
@@ -113,7 +131,13 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.device.type == "cuda")
         self.autocast = _autocast_factory(self.device)
         self.step = 0
-        self.log: dict[str, Any] = {"config": config.to_json(), "recipe": self.recipe.describe(), "steps": [], "validation": [], "wall_s": 0.0}
+        self.log: dict[str, Any] = {
+            "config": config.to_json(),
+            "recipe": self.recipe.describe(),
+            "steps": [],
+            "validation": [],
+            "wall_s": 0.0,
+        }
         self.out.mkdir(parents=True, exist_ok=True)
         if resume:
             self._load_checkpoint()
@@ -126,7 +150,11 @@ class Trainer:
     def save_checkpoint(self) -> None:
         """Write ``checkpoint.safetensors`` (fp32 weights) then ``checkpoint.pt`` (the rest)."""
         sd = {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}
-        save_state_dict(self.out / "checkpoint.safetensors", sd, {"arch": json.dumps(self.config.arch, sort_keys=True), "method": self.config.method, "step": str(self.step)})
+        save_state_dict(
+            self.out / "checkpoint.safetensors",
+            sd,
+            {"arch": json.dumps(self.config.arch, sort_keys=True), "method": self.config.method, "step": str(self.step)},
+        )
         state = {
             "step": self.step,
             "optimizer": self.optimizer.state_dict(),
@@ -186,12 +214,16 @@ class Trainer:
         """J&F on the validation sequences (the run's flow, at the sequences' resolution)."""
         from .validate import validation_scores
 
-        res = validation_scores(self.method, self.val_sequences, flow=self.config.flow, flow_weights=self.config.flow_weights, device=self.device)
+        res = validation_scores(
+            self.method, self.val_sequences, flow=self.config.flow, flow_weights=self.config.flow_weights, device=self.device
+        )
         self.net.train()
         return res
 
     # --- the run ----------------------------------------------------------------------------
-    def run(self, *, stop_at: int | None = None, time_limit_s: float | None = None, on_log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    def run(
+        self, *, stop_at: int | None = None, time_limit_s: float | None = None, on_log: Callable[[str], None] | None = None
+    ) -> dict[str, Any]:
         """Train up to ``config.steps`` (or ``stop_at``, or until ``time_limit_s`` of this call).
 
         Checkpoints every ``checkpoint_every`` steps and when stopping; validates every
@@ -219,7 +251,13 @@ class Trainer:
                 if bar is not None and task is not None:
                     bar.update(task, completed=self.step, loss=ema, speed=1.0 / max(dt, 1e-9))
                 if self.step % max(cfg.log_every, 1) == 0 or self.step == end:
-                    entry = {"step": self.step, "loss_ema": ema, "wall_s": round(self.log["wall_s"], 2), "s_per_step": round(dt, 3), **{k: round(v, 6) for k, v in stats.items()}}
+                    entry = {
+                        "step": self.step,
+                        "loss_ema": ema,
+                        "wall_s": round(self.log["wall_s"], 2),
+                        "s_per_step": round(dt, 3),
+                        **{k: round(v, 6) for k, v in stats.items()},
+                    }
                     self.log["steps"].append(entry)
                     if on_log is not None:
                         on_log(json.dumps(entry))
@@ -303,7 +341,9 @@ class Trainer:
         )
 
 
-def recalibrate_batchnorm(net: torch.nn.Module, recipe: Recipe, sampler: ClipSampler, clips: int, *, device: str | torch.device = "cpu", start_step: int = 0) -> int:
+def recalibrate_batchnorm(
+    net: torch.nn.Module, recipe: Recipe, sampler: ClipSampler, clips: int, *, device: str | torch.device = "cpu", start_step: int = 0
+) -> int:
     """Re-estimate every BatchNorm's running mean / variance as the plain average over ``clips``
     training clips ("precise BN"), forward only, in the training recipe's own recurrent passes.
 

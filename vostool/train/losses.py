@@ -15,7 +15,9 @@ from __future__ import annotations
 import torch
 
 
-def instance_iou_loss(prob: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None, objects: torch.Tensor | None = None, *, eps: float = 1.0) -> torch.Tensor:
+def instance_iou_loss(
+    prob: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None, objects: torch.Tensor | None = None, *, eps: float = 1.0
+) -> torch.Tensor:
     """Instance IoU loss (AGSS-VOS eq. 7), averaged over the batch.
 
     Args:

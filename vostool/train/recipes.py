@@ -45,15 +45,14 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from ..datasets import VideoSequence
 from ..errors import InputError
 from ..flow import OPENCV_FLOWS, backward_warp, create_flow
 from ..io.masks import VOID_ID
 from ..models.blocks import soft_aggregate
 from .augment import hflip, lucid_dream_clip, random_affine, random_crop, reverse
-from ..datasets import VideoSequence
-from .sampling import Clip, ClipSampler
 from .losses import aggregated_cross_entropy, apply_tolerance, instance_iou_loss
-
+from .sampling import Clip, ClipSampler
 
 
 @dataclasses.dataclass
@@ -75,7 +74,7 @@ class Batch:
     objects: torch.Tensor
     names: list[str]
 
-    def to(self, device: torch.device) -> "Batch":
+    def to(self, device: torch.device) -> Batch:
         flows = None if self.flows is None else self.flows.to(device)
         return Batch(self.images.to(device), self.labels.to(device), flows, self.objects.to(device), self.names)
 
@@ -111,7 +110,10 @@ class AGSSRecipe:
     def describe(self) -> dict[str, Any]:
         """JSON-able settings (logged and stored in the exported weights' metadata)."""
         d = {k: getattr(self, k) for k in ("clip_length", "crop", "tolerance", "ce_weight", "max_objects", "flip_p", "reverse_p")}
-        d.update(loss="instance IoU (eq. 7) on soft_aggregate" + (f" + {self.ce_weight} x CE" if self.ce_weight else ""), flow=f"{self.flow} (frozen, per step, on the augmented clip)")
+        d.update(
+            loss="instance IoU (eq. 7) on soft_aggregate" + (f" + {self.ce_weight} x CE" if self.ce_weight else ""),
+            flow=f"{self.flow} (frozen, per step, on the augmented clip)",
+        )
         return d
 
     def sampler(self, sequences: list[VideoSequence], seed: int) -> ClipSampler:
@@ -288,8 +290,15 @@ class SAVOSRecipe:
     name: str = "savos"
 
     def describe(self) -> dict[str, Any]:
-        return {"clip_length": self.clip_length, "crop": self.crop, "max_objects": self.max_objects, "lucid_p": self.lucid_p, "flip_p": self.flip_p,
-                "loss": "CE on softmax_aggregate (eq. 5)", "data": "lucid-dream clips from single frames + real clips"}
+        return {
+            "clip_length": self.clip_length,
+            "crop": self.crop,
+            "max_objects": self.max_objects,
+            "lucid_p": self.lucid_p,
+            "flip_p": self.flip_p,
+            "loss": "CE on softmax_aggregate (eq. 5)",
+            "data": "lucid-dream clips from single frames + real clips",
+        }
 
     def sampler(self, sequences: list[VideoSequence], seed: int) -> ClipSampler:
         return ClipSampler(sequences, self.clip_length, seed=seed, max_objects=self.max_objects)
@@ -345,8 +354,16 @@ class EmbeddingRecipe:
     name: str = "embedding"
 
     def describe(self) -> dict[str, Any]:
-        return {"clip_length": self.clip_length, "crop": self.crop, "max_objects": self.max_objects, "lambda": self.lam, "flip_p": self.flip_p,
-                "rotation": self.rotation, "scale": list(self.scale), "loss": "BCE(global) + lambda * CE(instances) (eq. 13)"}
+        return {
+            "clip_length": self.clip_length,
+            "crop": self.crop,
+            "max_objects": self.max_objects,
+            "lambda": self.lam,
+            "flip_p": self.flip_p,
+            "rotation": self.rotation,
+            "scale": list(self.scale),
+            "loss": "BCE(global) + lambda * CE(instances) (eq. 13)",
+        }
 
     def sampler(self, sequences: list[VideoSequence], seed: int) -> ClipSampler:
         return ClipSampler(sequences, self.clip_length, seed=seed, max_objects=self.max_objects, max_skip=3)
@@ -375,7 +392,9 @@ class EmbeddingRecipe:
         labels = batch.labels[:, t]
         valid = labels != VOID_ID
         fg = ((labels > 0) & valid).float().unsqueeze(1)
-        bce = F.binary_cross_entropy_with_logits(out["global_logit"].float(), fg, weight=valid.float().unsqueeze(1), reduction="sum") / valid.sum().clamp(min=1)
+        bce = F.binary_cross_entropy_with_logits(
+            out["global_logit"].float(), fg, weight=valid.float().unsqueeze(1), reduction="sum"
+        ) / valid.sum().clamp(min=1)
         ce = F.cross_entropy(out["logits"].float(), labels, ignore_index=VOID_ID)
         loss = bce + self.lam * ce
         return loss, {"bce": float(bce.detach()), "ce": float(ce.detach())}
@@ -389,8 +408,10 @@ class DetectionBatch:
     targets: list[dict[str, torch.Tensor]]
     names: list[str]
 
-    def to(self, device: torch.device) -> "DetectionBatch":
-        return DetectionBatch([i.to(device) for i in self.images], [{k: v.to(device) for k, v in t.items()} for t in self.targets], self.names)
+    def to(self, device: torch.device) -> DetectionBatch:
+        return DetectionBatch(
+            [i.to(device) for i in self.images], [{k: v.to(device) for k, v in t.items()} for t in self.targets], self.names
+        )
 
 
 @dataclasses.dataclass
@@ -408,8 +429,13 @@ class OVSNetRecipe:
     name: str = "ovsnet"
 
     def describe(self) -> dict[str, Any]:
-        return {"clip_length": self.clip_length, "crop": self.crop, "max_objects": self.max_objects, "flip_p": self.flip_p,
-                "loss": "Mask R-CNN + RPN + triplet Re-ID + 1.3 x MGA CE (eq. 2)"}
+        return {
+            "clip_length": self.clip_length,
+            "crop": self.crop,
+            "max_objects": self.max_objects,
+            "flip_p": self.flip_p,
+            "loss": "Mask R-CNN + RPN + triplet Re-ID + 1.3 x MGA CE (eq. 2)",
+        }
 
     def sampler(self, sequences: list[VideoSequence], seed: int) -> ClipSampler:
         return ClipSampler(sequences, self.clip_length, seed=seed, max_objects=self.max_objects, max_skip=5)
@@ -437,12 +463,14 @@ class OVSNetRecipe:
                     ids.append(i * 256 + k)
                 h, w = lab.shape
                 images.append(torch.from_numpy(clip.images[t]).permute(2, 0, 1).float().div(255.0))
-                targets.append({
-                    "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
-                    "labels": torch.ones(len(boxes), dtype=torch.int64),
-                    "masks": torch.from_numpy(np.stack(masks)) if masks else torch.zeros((0, h, w), dtype=torch.uint8),
-                    "ids": torch.tensor(ids, dtype=torch.int64),
-                })
+                targets.append(
+                    {
+                        "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+                        "labels": torch.ones(len(boxes), dtype=torch.int64),
+                        "masks": torch.from_numpy(np.stack(masks)) if masks else torch.zeros((0, h, w), dtype=torch.uint8),
+                        "ids": torch.tensor(ids, dtype=torch.int64),
+                    }
+                )
             names.append(clip.name)
         return DetectionBatch(images, targets, names)
 

@@ -7,13 +7,14 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+from ..datasets import VideoSequence, generate_dataset, held_out_names, load_dataset
 from ..errors import InputError
 from ..io.atomic import write_bytes_atomic
 from ..options import FLOW_NAMES, TrainConfig, TrainOptions
-from ..datasets import VideoSequence, generate_dataset, held_out_names, load_dataset
 from .loop import Trainer
 from .recipes import get_recipe
 
@@ -105,11 +106,22 @@ def run_training(options: TrainOptions, *, quiet: bool = False, say: Say | None 
         arch=arch,
         steps=options.steps if options.steps is not None else (0 if options.resume else TrainConfig.steps),
         flow=options.flow if options.flow != "auto" else ("raft-small" if dev.type == "cuda" else "dis"),
-        data={"root": str(options.data_root) if options.data_root else None, "size": options.size, "synthetic": options.synthetic, "val_split": options.val_split,
-              "val_sequences": val_names, "train_sequences": len(sequences), "max_sequences": options.max_sequences},
+        data={
+            "root": str(options.data_root) if options.data_root else None,
+            "size": options.size,
+            "synthetic": options.synthetic,
+            "val_split": options.val_split,
+            "val_sequences": val_names,
+            "train_sequences": len(sequences),
+            "max_sequences": options.max_sequences,
+        },
     )
     trainer = Trainer(cfg, sequences, val_sequences, out=options.out, device=dev, resume=options.resume, progress=not quiet)
-    log = trainer.run(stop_at=options.stop_at, time_limit_s=options.time_limit * 60 if options.time_limit else None, on_log=None if trainer.shows_progress else say)
+    log = trainer.run(
+        stop_at=options.stop_at,
+        time_limit_s=options.time_limit * 60 if options.time_limit else None,
+        on_log=None if trainer.shows_progress else say,
+    )
     final = options.out / "final.safetensors"
     if options.export_path is not None:
         if not final.is_file():  # stopped early (time limit, --stop-at): finish with what there is

@@ -9,7 +9,7 @@ order as an uninterrupted one.
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -9,15 +9,16 @@ object, then over objects: ``J-Mean``, ``F-Mean`` and ``J&F = (J-Mean + F-Mean) 
 from __future__ import annotations
 
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from ..bench.metrics import boundary_radius, frame_scores
+from ..datasets import VideoSequence
 from ..io.masks import VOID_ID
 from ..models.base import VOSMethod
-from ..datasets import VideoSequence
 
 
 def validation_scores(
@@ -49,7 +50,9 @@ def validation_scores(
     per_seq: dict[str, dict[str, float]] = {}
     j_all: list[float] = []
     f_all: list[float] = []
-    session = create_session(method, flow=flow, device=str(device), weights=weights, flow_weights=flow_weights, offline=True, channels_last=False)
+    session = create_session(
+        method, flow=flow, device=str(device), weights=weights, flow_weights=flow_weights, offline=True, channels_last=False
+    )
     with torch.no_grad():
         for seq in sequences:
             session.reset()
@@ -77,4 +80,10 @@ def validation_scores(
             f_all += fm
     jmean = float(np.mean(j_all)) if j_all else 0.0
     fmean = float(np.mean(f_all)) if f_all else 0.0
-    return {"J-Mean": jmean, "F-Mean": fmean, "J&F": (jmean + fmean) / 2, "sequences": per_seq, "seconds": round(time.perf_counter() - start, 1)}
+    return {
+        "J-Mean": jmean,
+        "F-Mean": fmean,
+        "J&F": (jmean + fmean) / 2,
+        "sequences": per_seq,
+        "seconds": round(time.perf_counter() - start, 1),
+    }

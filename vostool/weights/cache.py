@@ -147,9 +147,17 @@ def check_record(entry: WeightsEntry | None, record: CacheRecord) -> Check:
         return Check(record.name, "vostool", p, False, "file missing; pull or import it again")
     digest = sha256_file(p)
     if digest != record.sha256:
-        return Check(record.name, "vostool", p, False, f"sha256 {digest[:12]}... differs from the recorded {record.sha256[:12]}...; pull or import it again")
+        return Check(
+            record.name,
+            "vostool",
+            p,
+            False,
+            f"sha256 {digest[:12]}... differs from the recorded {record.sha256[:12]}...; pull or import it again",
+        )
     if entry is not None and entry.pinned and record.source_sha256 != entry.sha256:
-        return Check(record.name, "vostool", p, False, "made from a file whose sha256 is not the one weights.toml pins; pull or import it again")
+        return Check(
+            record.name, "vostool", p, False, "made from a file whose sha256 is not the one weights.toml pins; pull or import it again"
+        )
     note = "ok" if record.pinned else "ok (unpinned: sha256 recorded at import)"
     return Check(record.name, "vostool", p, True, note)
 
@@ -158,5 +166,11 @@ def check_hf(entry: WeightsEntry, path: Path) -> Check:
     """Re-hash a Hugging Face cache file against the manifest pin."""
     digest = sha256_file(path)
     if digest != entry.sha256:
-        return Check(entry.name, "hf", path, False, f"sha256 {digest[:12]}... is not the pinned {entry.sha256[:12]}...; run `vostool weights pull {entry.name}`")
+        return Check(
+            entry.name,
+            "hf",
+            path,
+            False,
+            f"sha256 {digest[:12]}... is not the pinned {entry.sha256[:12]}...; run `vostool weights pull {entry.name}`",
+        )
     return Check(entry.name, "hf", path, True, "ok")

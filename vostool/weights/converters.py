@@ -154,9 +154,7 @@ def convert_raft_original(sd: Mapping[str, torch.Tensor]) -> StateDict:
             continue
         unknown.append(key)
     if unknown:
-        raise WeightsError(
-            f"{len(unknown)} keys of the RAFT checkpoint have no place in torchvision's RAFT, e.g. {', '.join(unknown[:3])}"
-        )
+        raise WeightsError(f"{len(unknown)} keys of the RAFT checkpoint have no place in torchvision's RAFT, e.g. {', '.join(unknown[:3])}")
     return out
 
 
@@ -234,7 +232,9 @@ def _convert_vos(sd: Mapping[str, torch.Tensor], layout: str) -> Conversion:
             else:
                 unused.setdefault(group, []).append(key)
     if unknown:
-        raise WeightsError(f"{len(unknown)} keys of the {layout} checkpoint have no place in vostool's AGSS network, e.g. {', '.join(unknown[:3])}")
+        raise WeightsError(
+            f"{len(unknown)} keys of the {layout} checkpoint have no place in vostool's AGSS network, e.g. {', '.join(unknown[:3])}"
+        )
     return Conversion(out, unused, added=_fill_bn_counters(out))
 
 
@@ -294,7 +294,7 @@ def rgmp_init_for(target: str, sd: Mapping[str, torch.Tensor]) -> tuple[StateDic
     for key, value in sd.items():
         prefix = next((p for p in rename if key.startswith(p)), None)
         if prefix is not None:
-            out[rename[prefix] + key[len(prefix):]] = value
+            out[rename[prefix] + key[len(prefix) :]] = value
     return out, keep
 
 

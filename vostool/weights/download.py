@@ -19,16 +19,17 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import urlparse
 
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
-from ..version import __version__
 from ..errors import WeightsError
+from ..version import __version__
 from .cache import downloads_dir, evict_hf_file
 from .manifest import WeightsEntry
 from .serialization import sha256_file
@@ -62,7 +63,9 @@ def _progress(enabled: bool) -> Iterator[Progress]:
 class _RichBar:
     """A tqdm-compatible progress bar (what ``hf_hub_download(tqdm_class=...)`` needs) drawn by rich."""
 
-    def __init__(self, *, enabled: bool = True, label: str = "", desc: str = "", total: int | None = None, initial: int = 0, **_: Any) -> None:
+    def __init__(
+        self, *, enabled: bool = True, label: str = "", desc: str = "", total: int | None = None, initial: int = 0, **_: Any
+    ) -> None:
         self._cm: Any = _progress(enabled)
         self._bar = self._cm.__enter__()
         self._task = self._bar.add_task(label or desc, total=total, completed=initial)
@@ -75,7 +78,7 @@ class _RichBar:
             self._cm.__exit__(None, None, None)
             self._cm = None
 
-    def __enter__(self) -> "_RichBar":
+    def __enter__(self) -> _RichBar:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -134,14 +137,18 @@ def fetch_url(entry: WeightsEntry, *, progress: bool = True, timeout: float = 60
                 try:
                     chunk = resp.read(_CHUNK)
                 except (OSError, ValueError, http.client.HTTPException) as exc:
-                    raise WeightsError(f"download of {entry.name} broke off after {got} bytes ({type(exc).__name__}); run the pull again") from exc
+                    raise WeightsError(
+                        f"download of {entry.name} broke off after {got} bytes ({type(exc).__name__}); run the pull again"
+                    ) from exc
                 if not chunk:
                     break
                 out.write(chunk)
                 got += len(chunk)
                 bar.advance(task, len(chunk))
                 if not member and got > entry.size:
-                    raise WeightsError(f"download of {entry.name} is larger than the {entry.size} bytes weights.toml pins; it was discarded")
+                    raise WeightsError(
+                        f"download of {entry.name} is larger than the {entry.size} bytes weights.toml pins; it was discarded"
+                    )
         if total is not None and got != total:
             raise WeightsError(f"download of {entry.name} was cut short ({got} of {total} bytes); run the pull again")
         if member:
@@ -169,13 +176,17 @@ def _extract_member(entry: WeightsEntry, archive: Path) -> Path:
             except KeyError as exc:
                 raise WeightsError(f"the archive downloaded for {entry.name} has no {member}; the release changed, report it") from exc
             if info.file_size != entry.size:
-                raise WeightsError(f"{member} in the archive for {entry.name} is {info.file_size} bytes, weights.toml pins {entry.size}; it was discarded")
+                raise WeightsError(
+                    f"{member} in the archive for {entry.name} is {info.file_size} bytes, weights.toml pins {entry.size}; it was discarded"
+                )
             fd, name = tempfile.mkstemp(prefix=f"{entry.name}.", suffix=".member", dir=archive.parent)
             with zf.open(info) as src, os.fdopen(fd, "wb") as dst:
                 shutil.copyfileobj(src, dst, _CHUNK)
             return Path(name)
     except zipfile.BadZipFile as exc:
-        raise WeightsError(f"the download for {entry.name} is not a zip archive; the release changed or a proxy answered, try again later") from exc
+        raise WeightsError(
+            f"the download for {entry.name} is not a zip archive; the release changed or a proxy answered, try again later"
+        ) from exc
 
 
 def fetch_hf(entry: WeightsEntry, *, offline: bool = False, progress: bool = True) -> Path:
@@ -188,7 +199,13 @@ def fetch_hf(entry: WeightsEntry, *, offline: bool = False, progress: bool = Tru
         Path of the verified file in the Hugging Face cache.
     """
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     src = entry.source
     try:
@@ -206,16 +223,26 @@ def fetch_hf(entry: WeightsEntry, *, offline: bool = False, progress: bool = Tru
         )
     except LocalEntryNotFoundError as exc:
         if offline:
-            raise WeightsError(f"{entry.name} is not in the Hugging Face cache and offline mode is on; pull it on a connected machine or use `vostool weights import {entry.name} FILE`") from exc
+            raise WeightsError(
+                f"{entry.name} is not in the Hugging Face cache and offline mode is on; pull it on a connected machine or use `vostool weights import {entry.name} FILE`"
+            ) from exc
         cause = exc.__cause__
         if isinstance(cause, HfHubHTTPError) and cause.response is not None:
-            raise WeightsError(f"the Hugging Face hub answered HTTP {cause.response.status_code} for {entry.name}; try again later or use `vostool weights import {entry.name} FILE`") from exc
-        raise WeightsError(f"cannot reach the Hugging Face hub for {entry.name} and it is not cached; check the network or use `vostool weights import {entry.name} FILE`") from exc
+            raise WeightsError(
+                f"the Hugging Face hub answered HTTP {cause.response.status_code} for {entry.name}; try again later or use `vostool weights import {entry.name} FILE`"
+            ) from exc
+        raise WeightsError(
+            f"cannot reach the Hugging Face hub for {entry.name} and it is not cached; check the network or use `vostool weights import {entry.name} FILE`"
+        ) from exc
     except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError) as exc:
-        raise WeightsError(f"the hub has no {src.repo}/{src.filename} at revision {src.revision[:12]} ({type(exc).__name__}); the manifest entry {entry.name} is stale, report it") from exc
+        raise WeightsError(
+            f"the hub has no {src.repo}/{src.filename} at revision {src.revision[:12]} ({type(exc).__name__}); the manifest entry {entry.name} is stale, report it"
+        ) from exc
     except HfHubHTTPError as exc:
         status = exc.response.status_code if exc.response is not None else "?"
-        raise WeightsError(f"the Hugging Face hub answered HTTP {status} for {entry.name}; try again later or use `vostool weights import {entry.name} FILE`") from exc
+        raise WeightsError(
+            f"the Hugging Face hub answered HTTP {status} for {entry.name}; try again later or use `vostool weights import {entry.name} FILE`"
+        ) from exc
     except Exception as exc:  # transport errors (their types depend on the huggingface_hub version)
         first = (str(exc).splitlines() or [""])[0][:120]
         raise WeightsError(f"download of {entry.name} from the hub failed ({type(exc).__name__}: {first}); run the pull again") from exc

@@ -194,7 +194,13 @@ def validate(raw: dict[str, Any]) -> list[str]:
                 problems.append(f"{where}: sha256 must be 64 lowercase hex digits")
             if not isinstance(e.get("size"), int) or e["size"] <= 0:
                 problems.append(f"{where}: size must be a positive integer (bytes)")
-        required = {"hf": ("repo", "filename", "revision"), "url": ("url",), "path": ("path",), "package": ("path",), "manual": ("url", "note")}[kind]
+        required = {
+            "hf": ("repo", "filename", "revision"),
+            "url": ("url",),
+            "path": ("path",),
+            "package": ("path",),
+            "manual": ("url", "note"),
+        }[kind]
         for f in required:
             if not src.get(f):
                 problems.append(f"{where}: source.{f} is required for kind {kind!r}")
@@ -233,8 +239,12 @@ def load_manifest(path: str | os.PathLike[str] | None = None) -> Manifest:
         raise WeightsError(f"the weights manifest {p} is not valid TOML: {exc}") from exc
     problems = validate(raw)
     if problems:
-        raise WeightsError(f"the weights manifest {p} is invalid: {problems[0]}" + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""))
-    targets = {n: Target(name=n, kind=t["kind"], default=t.get("default", ""), how=t.get("how", "")) for n, t in raw.get("targets", {}).items()}
+        raise WeightsError(
+            f"the weights manifest {p} is invalid: {problems[0]}" + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else "")
+        )
+    targets = {
+        n: Target(name=n, kind=t["kind"], default=t.get("default", ""), how=t.get("how", "")) for n, t in raw.get("targets", {}).items()
+    }
     entries = {}
     for n, e in raw.get("weights", {}).items():
         entries[n] = WeightsEntry(

@@ -167,7 +167,9 @@ def import_weights(name: str, file: str | os.PathLike[str], *, manifest: Manifes
         sd = load_state_dict(src)
         found = detect_layout(sd)
         if found != entry.layout:
-            raise WeightsError(f"{src} is not a {entry.layout} checkpoint (looks like {found or 'an unknown layout'}); {entry.name} needs {entry.source.file or 'the official file'}")
+            raise WeightsError(
+                f"{src} is not a {entry.layout} checkpoint (looks like {found or 'an unknown layout'}); {entry.name} needs {entry.source.file or 'the official file'}"
+            )
     return _install(entry, src.resolve(), origin=f"import {src.resolve()}", pinned=entry.pinned, source_sha256=digest)
 
 
@@ -197,7 +199,9 @@ def _download(entry: WeightsEntry, *, offline: bool, progress: bool) -> Resolved
         path = fetch_hf(entry, offline=offline, progress=progress)
         origin = src.describe()
         if not entry.needs_conversion:
-            return ResolvedWeights(entry.name, entry.target, path, entry.sha256, "download", origin, entry.layout, True, arch=dict(entry.arch))
+            return ResolvedWeights(
+                entry.name, entry.target, path, entry.sha256, "download", origin, entry.layout, True, arch=dict(entry.arch)
+            )
         record = _install(entry, path, origin=origin, pinned=True, source_sha256=entry.sha256)
     elif offline:
         raise WeightsError(
@@ -222,7 +226,18 @@ def _download(entry: WeightsEntry, *, offline: bool, progress: bool) -> Resolved
 
 
 def _resolved_from_record(entry: WeightsEntry, record: CacheRecord, how: str) -> ResolvedWeights:
-    return ResolvedWeights(entry.name, entry.target, record.path, record.sha256, how, record.origin, record.layout, record.pinned, dict(record.unused), dict(entry.arch))
+    return ResolvedWeights(
+        entry.name,
+        entry.target,
+        record.path,
+        record.sha256,
+        how,
+        record.origin,
+        record.layout,
+        record.pinned,
+        dict(record.unused),
+        dict(entry.arch),
+    )
 
 
 def _from_package(entry: WeightsEntry) -> ResolvedWeights | None:
@@ -234,8 +249,12 @@ def _from_package(entry: WeightsEntry) -> ResolvedWeights | None:
         return None
     digest = sha256_file(path)
     if digest != entry.sha256:
-        raise WeightsError(f"the packaged file {path} has sha256 {digest[:16]}... but {entry.name} is pinned to {entry.sha256[:16]}...; reinstall vostool")
-    return ResolvedWeights(entry.name, entry.target, path, digest, "package", entry.source.describe(), entry.layout, True, arch=dict(entry.arch))
+        raise WeightsError(
+            f"the packaged file {path} has sha256 {digest[:16]}... but {entry.name} is pinned to {entry.sha256[:16]}...; reinstall vostool"
+        )
+    return ResolvedWeights(
+        entry.name, entry.target, path, digest, "package", entry.source.describe(), entry.layout, True, arch=dict(entry.arch)
+    )
 
 
 def _from_cache(entry: WeightsEntry) -> ResolvedWeights | None:
@@ -250,7 +269,9 @@ def _from_cache(entry: WeightsEntry) -> ResolvedWeights | None:
     if not entry.needs_conversion:
         hf = cache.hf_cached_file(entry)
         if hf is not None and cache.check_hf(entry, hf).ok:
-            return ResolvedWeights(entry.name, entry.target, hf, entry.sha256, "cache", entry.source.describe(), entry.layout, True, arch=dict(entry.arch))
+            return ResolvedWeights(
+                entry.name, entry.target, hf, entry.sha256, "cache", entry.source.describe(), entry.layout, True, arch=dict(entry.arch)
+            )
     return None
 
 
@@ -258,7 +279,9 @@ def _looks_like_path(spec: str) -> bool:
     return os.sep in spec or "/" in spec or spec.endswith(_WEIGHT_SUFFIXES) or os.path.exists(spec)
 
 
-def resolve_weights(target: str, spec: str | None = None, *, offline: bool | None = None, progress: bool = True, manifest: Manifest | None = None) -> ResolvedWeights:
+def resolve_weights(
+    target: str, spec: str | None = None, *, offline: bool | None = None, progress: bool = True, manifest: Manifest | None = None
+) -> ResolvedWeights:
     """Find the weights a run of ``target`` will use.
 
     Args:
@@ -356,7 +379,15 @@ def verify(names: list[str] | None = None, manifest: Manifest | None = None) -> 
             try:
                 found = _from_package(e)
                 ok_msg = "shipped with vostool, sha256 matches weights.toml"
-                checks.append(Check(e.name, "package", packaged_file(e.source.path), found is not None, ok_msg if found else "missing from the installed package; reinstall vostool"))
+                checks.append(
+                    Check(
+                        e.name,
+                        "package",
+                        packaged_file(e.source.path),
+                        found is not None,
+                        ok_msg if found else "missing from the installed package; reinstall vostool",
+                    )
+                )
             except WeightsError as exc:
                 checks.append(Check(e.name, "package", packaged_file(e.source.path), False, str(exc)))
             continue

@@ -90,7 +90,9 @@ def load_state_dict(path: str | os.PathLike[str]) -> StateDict:
     return out
 
 
-def save_state_dict(path: str | os.PathLike[str], state_dict: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> None:
+def save_state_dict(
+    path: str | os.PathLike[str], state_dict: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None
+) -> None:
     """Write ``state_dict`` as safetensors at ``path``, atomically.
 
     Tensors are made contiguous and moved to the CPU; tensors sharing storage are cloned (the
@@ -107,7 +109,9 @@ def _few(keys: list[str], n: int = 3) -> str:
     return shown + (f" (+{len(keys) - n} more)" if len(keys) > n else "")
 
 
-def load_into(module: nn.Module, state_dict: Mapping[str, torch.Tensor], *, what: str = "weights", allow_missing: Sequence[str] = ()) -> None:
+def load_into(
+    module: nn.Module, state_dict: Mapping[str, torch.Tensor], *, what: str = "weights", allow_missing: Sequence[str] = ()
+) -> None:
     """Load ``state_dict`` into ``module`` strictly.
 
     Every parameter and persistent buffer of ``module`` must be present with the same shape,
