@@ -75,12 +75,11 @@ def test_gray_index_mask_keeps_ids(tmp_path) -> None:
     assert m.void is not None and m.void.sum() == 24
 
 
-def test_gray_matte_is_thresholded(tmp_path) -> None:
-    a = np.tile(np.arange(0, 256, 4, dtype=np.uint8), (8, 1))  # 64 grey levels: a soft matte
+def test_gray_matte_is_refused(tmp_path) -> None:
+    a = np.tile(np.arange(0, 256, 4, dtype=np.uint8), (8, 1))  # 64 grey levels in a ramp: a soft matte, not ids
     Image.fromarray(a, "L").save(tmp_path / "s.png")
-    m = read_mask(tmp_path / "s.png")
-    assert m.object_ids == [1]
-    np.testing.assert_array_equal(m.ids[0], (a[0] >= 128).astype(np.uint8))
+    with pytest.raises(InputError, match="soft gradients.*threshold it or save a hard mask"):
+        read_mask(tmp_path / "s.png")
 
 
 def test_rgb_antialiased_edges_snap_to_objects(tmp_path) -> None:

@@ -3,23 +3,37 @@
 An *index mask* is an ``(H, W)`` uint8 array whose value is the object id (0 = background).
 DAVIS 2017 marks "void" pixels with 255; they are not an object and read as background.
 
-Formats read by :func:`read_mask`:
+:func:`read_mask` gives exactly the objects in the file, or fails with one line saying why:
 
-* palette PNG (mode ``P``): the index is the object id; the palette is kept for writing;
-* grayscale (``L``/``I``): values only in {0, 255} are a binary mask (object 1); at most
-  :data:`MAX_INDEX_LEVELS` distinct values are object ids (255 = void); anything else is a
-  grey-level matte thresholded at 128 (object 1);
+* palette PNG (mode ``P``): the index is the object id; the palette is kept for writing (an
+  indexed copy of a JPEG, with its noise, is refused as below);
+* grey (``1``/``L``/``I;16``/``I``/``F``): values only in {0, 255} (or {0, 1}) are a binary mask
+  (object 1); otherwise every value is an object id (255 = void), however many there are.
+  16-bit files holding 8-bit data scaled by 257 are read as that data; ids above 255 (vostool
+  writes 8-bit palette PNGs) and non-integer values are refused;
 * ``LA``: the grey channel as above, pixels with alpha < 128 are background;
-* RGB / RGBA: each colour is an object. Anti-aliased edge colours are snapped to the nearest
-  *object colour* (a colour owning at least one pixel whose 3x3 neighbourhood has only that
-  colour) or to black, so they never become extra objects. Colours that are all entries of the
-  DAVIS palette keep their DAVIS index as id; other colours are numbered 1..N in order of
-  their (R, G, B) value. Pixels with alpha < 128 are background.
+* RGB / RGBA: each colour is an object (an RGB image whose pixels are all grey reads as grey).
+  Colours that are all entries of the DAVIS palette keep their DAVIS index as id; other colours
+  are numbered 1..N in order of their (R, G, B) value. Pixels with alpha < 128 are background.
+
+Anti-aliased edges (grey or RGB) are snapped, never counted as objects: a colour is an edge
+*blend* when most of its pixels lie strictly between two differing opposite neighbours (on the
+colour segment joining them), it owns no pixel whose 3x3 neighbourhood is all its own colour,
+and it forms no line of its own (a thin object, 1-2 px wide, is a line of pixels of one colour
+that is not such a blend). Blend pixels take the nearest object colour found within two pixels.
+A mask without blends is read exactly as stored, single pixels included.
+
+Lossy content is refused: a JPEG file (by its content, whatever its suffix) and a PNG with the
+small-amplitude colour noise JPEG compression or smooth resampling leaves at edges (many pixels
+that are strict local extrema within a few levels of their neighbours; anti-aliasing makes
+almost none).
 """
 
 from __future__ import annotations
 
 import os
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +44,28 @@ from ..errors import InputError
 from .atomic import atomic_path
 
 VOID_ID = 255
-MAX_INDEX_LEVELS = 32
+MAX_OBJECTS = 254
+
+_NEIGHBOURS = [(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)]
+_OPPOSITE = [(3, 4), (1, 6), (0, 7), (2, 5)]  # indices into _NEIGHBOURS: left/right, up/down, two diagonals
+_BLEND_TOLERANCE = (3.0, 0.25)
+_MIN_LINE_PX = 3
+"""Pixels (with two same-colour neighbours, not blends) that make a colour without a 3x3 core a
+thin object, unless the colour is a blend of two object colours found within ``_SNAP_RADIUS``."""
+_NOISE_AMPLITUDE = 8
+_NOISE_MIN_PX = 10
+_NOISE_EDGE_FRACTION = 0.01
+"""Lossy if at least this fraction of the edge pixels (and ``_NOISE_MIN_PX``) are small-amplitude
+strict extrema: JPEG leaves 3-11 %, anti-aliasing, blur and downscaling at most 0.4 %."""
+_SHADE = 24
+"""In a mask with soft edges, a colour within this (in every channel) of an object colour is a
+shade of that object (edge shading, resampling overshoot), not another object."""
+_SNAP_RADIUS = 3
+_HARD_MASK_HINT = "save a hard mask, one exact colour per object, as PNG (resize masks with nearest-neighbour)"
+_MAX_FAR_FRACTION = 0.25
+"""Soft pixels farther than ``_SNAP_RADIUS`` from every object colour: at most a few percent
+in anti-aliased, downscaled or slightly blurred masks, nearly all in a soft matte or grey ramp
+(refused: its objects are not in the file)."""
 
 
 def _davis_palette() -> np.ndarray:
@@ -59,11 +94,14 @@ class IndexMask:
         ids: ``(H, W)`` uint8, 0 = background, 1..254 = object ids (void already removed).
         palette: ``(256, 3)`` uint8 colours for ids, or None when the source had no colours.
         void: ``(H, W)`` bool of pixels marked void (255) in the source, or None.
+        kind: how the source was read, e.g. ``"palette PNG"``, ``"grey index"``,
+            ``"RGB colours, 212 anti-aliased edge colours snapped"`` (for messages and run.json).
     """
 
     ids: np.ndarray
     palette: np.ndarray | None = None
     void: np.ndarray | None = None
+    kind: str = "index array"
 
     @property
     def object_ids(self) -> list[int]:
@@ -71,9 +109,51 @@ class IndexMask:
         return [int(v) for v in np.unique(self.ids) if v != 0]
 
     @property
+    def num_objects(self) -> int:
+        """How many objects the mask holds (background and void excluded)."""
+        return len(self.object_ids)
+
+    def summary(self) -> str:
+        """One line for stderr, e.g. ``"3 objects (ids 1, 2, 5; palette PNG)"``."""
+        ids = self.object_ids
+        shown = ", ".join(str(i) for i in ids[:8]) + (", ..." if len(ids) > 8 else "")
+        noun = "object" if len(ids) == 1 else "objects"
+        return f"{len(ids)} {noun} ({'ids ' + shown + '; ' if ids else ''}{self.kind})"
+
+    @property
     def size(self) -> tuple[int, int]:
         """``(width, height)`` like PIL."""
         return int(self.ids.shape[1]), int(self.ids.shape[0])
+
+
+def ids_from_array(ids: object, *, what: str = "mask") -> IndexMask:
+    """Check an array of object ids given through the Python API and wrap it as an IndexMask.
+
+    Args:
+        ids: ``(H, W)`` array-like of integer (or bool) object ids: 0 = background,
+            1..254 = objects, 255 = void (not an object).
+        what: how to name the array in messages (e.g. ``"mask for frame 0"``).
+
+    Raises:
+        InputError: not 2-D, not of an integer dtype (floats are refused, not rounded), or a
+            value outside 0..255 (ids are never wrapped modulo 256).
+    """
+    arr = np.asarray(ids)
+    if arr.ndim != 2:
+        raise InputError(f"{what} must be a 2-D array of object ids (H, W), got shape {arr.shape}")
+    if arr.dtype == bool:
+        return IndexMask(arr.astype(np.uint8), None, None, "binary array")
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise InputError(
+            f"{what} has dtype {arr.dtype}; give object ids as an integer array (0 = background, 1..254 = objects), "
+            "e.g. (prob > 0.5).astype(np.uint8)"
+        )
+    if arr.size and (int(arr.min()) < 0 or int(arr.max()) > VOID_ID):
+        bad = int(arr.max()) if int(arr.max()) > VOID_ID else int(arr.min())
+        raise InputError(f"{what} holds id {bad}; object ids must be 1..254 (0 = background, 255 = void): renumber the objects")
+    arr = arr.astype(np.uint8)
+    void = arr == VOID_ID
+    return IndexMask(np.where(void, 0, arr).astype(np.uint8), None, void if void.any() else None)
 
 
 def _open(path: str | os.PathLike[str]) -> Image.Image:
@@ -83,76 +163,266 @@ def _open(path: str | os.PathLike[str]) -> Image.Image:
     if p.is_dir():
         raise InputError(f"mask path is a folder, not an image: {p} (use --masks DIR for a folder of masks)")
     try:
-        img = Image.open(p)
-        img.load()
+        with warnings.catch_warnings():  # PIL warns (on stderr) about odd but readable files
+            warnings.simplefilter("ignore")
+            img = Image.open(p)
+            img.load()
     except Exception as exc:  # PIL raises many types for unreadable files
         raise InputError(f"cannot read mask {p}: not an image file PIL can open ({type(exc).__name__})") from None
     return img
 
 
-def _gray_to_ids(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    values = np.unique(gray)
-    if set(values.tolist()) <= {0, 255}:
-        return (gray == 255).astype(np.uint8), None
-    if values.size <= MAX_INDEX_LEVELS and values.max() <= 255:
-        void = gray == VOID_ID
-        ids = np.where(void, 0, gray).astype(np.uint8)
-        return ids, (void if void.any() else None)
-    return (gray >= 128).astype(np.uint8), None
+# --------------------------------------------------------------------------------------------
+# Colour analysis shared by grey and RGB masks
+# --------------------------------------------------------------------------------------------
 
 
-def _interior_colours(codes: np.ndarray) -> set[int]:
-    """Colour codes owning a pixel whose whole 3x3 neighbourhood has that colour."""
-    h, w = codes.shape
-    if h < 3 or w < 3:
-        return set(np.unique(codes).tolist())
-    c = codes[1:-1, 1:-1]
-    same = np.ones_like(c, dtype=bool)
-    for dy in (-1, 0, 1):
-        for dx in (-1, 0, 1):
-            if dy or dx:
-                same &= codes[1 + dy : h - 1 + dy, 1 + dx : w - 1 + dx] == c
-    return set(np.unique(c[same]).tolist())
+def _codes(vals: np.ndarray) -> np.ndarray:
+    """``(H, W, C)`` int64 channel values -> ``(H, W)`` int64 code, one per distinct colour."""
+    codes = np.zeros(vals.shape[:2], np.int64)
+    for c in range(vals.shape[2]):
+        codes = (codes << 16) | vals[..., c]
+    return codes
 
 
-def _rgb_to_ids(rgb: np.ndarray, alpha: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+def _between(c: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Whether colours ``c`` lie strictly inside the segments ``a``-``b`` (``(..., C)`` arrays).
+
+    Grey (C = 1): strictly between. RGB: the projection falls strictly inside and the colour is
+    at most ``3 + 0.25 * |b - a|`` off the straight line (rounding, blending in linear light).
+    """
+    a, b, c = a.astype(np.float64), b.astype(np.float64), c.astype(np.float64)
+    d, e = b - a, c - a
+    length2 = (d * d).sum(-1)
+    t = (e * d).sum(-1) / np.maximum(length2, 1.0)
+    inside = (t > 0) & (t < 1)
+    if c.shape[-1] > 1:
+        off = np.sqrt(((e - t[..., None] * d) ** 2).sum(-1))
+        inside &= off <= _BLEND_TOLERANCE[0] + _BLEND_TOLERANCE[1] * np.sqrt(length2)
+    return inside
+
+
+def _window(labels: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> Iterator[np.ndarray]:
+    """``labels`` at every offset within ``_SNAP_RADIUS`` of the points (clamped at the border)."""
+    h, w = labels.shape
+    r = _SNAP_RADIUS
+    for dy in range(-r, r + 1):
+        for dx in range(-r, r + 1):
+            yield labels[(ys + dy).clip(0, h - 1), (xs + dx).clip(0, w - 1)]
+
+
+@dataclass
+class _Colours:
+    """Per-colour statistics of a mask: ``uniq`` codes, their ``values`` ``(K, C)``, the
+    ``(H, W)`` ``labels`` (index into ``uniq``), and for each colour: pixels with a uniform 3x3
+    neighbourhood (``core``), blend pixels, and line pixels (not blends, two same neighbours)."""
+
+    uniq: np.ndarray
+    values: np.ndarray
+    labels: np.ndarray
+    counts: np.ndarray
+    core: np.ndarray
+    blend: np.ndarray
+    line: np.ndarray
+    edge_ys: np.ndarray
+    edge_xs: np.ndarray
+
+
+def _analyse(vals: np.ndarray, path: str | os.PathLike[str]) -> _Colours:
+    """Colour statistics of ``(H, W, C)`` int64 ``vals``; refuses JPEG-like noise (InputError)."""
+    h, w, nc = vals.shape
+    codes = _codes(vals)
+    uniq, labels = np.unique(codes.reshape(-1), return_inverse=True)
+    labels = labels.reshape(h, w)
+    pad_codes = np.pad(codes, 1, mode="edge")
+    pad_vals = np.pad(vals, ((1, 1), (1, 1), (0, 0)), mode="edge")
+    interior = np.ones((h, w), bool)
+    for dy, dx in _NEIGHBOURS:
+        interior &= pad_codes[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] == codes
+    ys, xs = np.nonzero(~interior)  # only edge pixels can be blends, lines or noise
+    v, own = vals[ys, xs], codes[ys, xs]  # (M, C), (M,)
+    nb = np.stack([pad_vals[ys + 1 + dy, xs + 1 + dx] for dy, dx in _NEIGHBOURS])  # (8, M, C)
+    nb_codes = np.stack([pad_codes[ys + 1 + dy, xs + 1 + dx] for dy, dx in _NEIGHBOURS])  # (8, M)
+
+    extremum = ((v > nb).all(0) | (v < nb).all(0)).any(-1)
+    amplitude = np.abs(v[None] - nb).max(-1).min(0)
+    noise = int((extremum & (amplitude <= _NOISE_AMPLITUDE)).sum())
+    if noise >= _NOISE_MIN_PX and noise >= _NOISE_EDGE_FRACTION * ys.size:
+        raise InputError(
+            f"mask {path} has colour noise at object edges ({noise} pixels), as JPEG compression or smooth resampling leaves, "
+            f"so its objects cannot be read exactly; {_HARD_MASK_HINT}"
+        )
+    blend = np.zeros(ys.size, bool)
+    for i, j in _OPPOSITE:
+        distinct = (nb_codes[i] != nb_codes[j]) & (nb_codes[i] != own) & (nb_codes[j] != own)
+        blend |= distinct & _between(v, nb[i], nb[j])
+    line = ~blend & ((nb_codes == own[None]).sum(0) >= 2)
+    k, edge = uniq.size, labels[ys, xs]
+    values = np.stack([(uniq >> (16 * (nc - 1 - c))) & 0xFFFF for c in range(nc)], axis=1)
+    return _Colours(
+        uniq=uniq,
+        values=values.astype(np.float64),
+        labels=labels,
+        counts=np.bincount(labels.reshape(-1), minlength=k),
+        core=np.bincount(labels[interior], minlength=k),
+        blend=np.bincount(edge, weights=blend, minlength=k),
+        line=np.bincount(edge, weights=line, minlength=k),
+        edge_ys=ys,
+        edge_xs=xs,
+    )
+
+
+def _object_colours(col: _Colours) -> np.ndarray:
+    """``(K,)`` bool: which colours are objects in a mask with soft edges.
+
+    Objects are the colours with a 3x3 core and thin lines (see ``_MIN_LINE_PX``) of a colour
+    that is not a blend of two object colours found next to it; background always is. A shade
+    (within ``_SHADE``) of an object colour is no object: of a bigger one anywhere in RGB (edge
+    shading, overshoot of smooth resampling), of one next to it in grey (where ids are close).
+    """
+    core = col.core > 0
+    rgb = col.values.shape[1] > 1
+
+    def shade(ci: int, of: np.ndarray) -> bool:
+        return bool((np.abs(col.values[of] - col.values[ci]).max(-1) <= _SHADE).any())
+
+    if rgb:
+        for ci in np.flatnonzero(core):
+            core[ci] = not shade(ci, core & (col.counts > col.counts[ci]))
+    thin = ~core & (col.line >= _MIN_LINE_PX)
+    edge_labels = col.labels[col.edge_ys, col.edge_xs]
+    for li in np.flatnonzero(thin):
+        on = edge_labels == li
+        near = np.unique(np.concatenate(list(_window(col.labels, col.edge_ys[on], col.edge_xs[on]))))
+        near = near[core[near]]
+        ia, ib = np.triu_indices(near.size, 1)
+        blend = _between(col.values[li][None], col.values[near[ia]], col.values[near[ib]]).any()
+        thin[li] = not (blend or shade(li, core if rgb else near))
+    is_object = core | thin
+    is_object[0] |= col.uniq[0] == 0  # background (black / 0) is always a target
+    return is_object
+
+
+def _snap(col: _Colours, is_object: np.ndarray, path: str | os.PathLike[str]) -> np.ndarray:
+    """``(H, W)`` colour codes where each pixel of a non-object colour takes the nearest (in colour)
+    object colour within ``_SNAP_RADIUS`` pixels (else in the whole mask); refuses soft mattes."""
+    if not is_object.any():
+        raise InputError(f"mask {path} has only soft gradients, no object of one colour; threshold it or {_HARD_MASK_HINT}")
+    sy, sx = np.nonzero(~is_object[col.labels])
+    sv = col.values[col.labels[sy, sx]]
+    best = np.full(sy.size, np.inf)
+    target = np.zeros(sy.size, np.int64)
+    for lab in _window(col.labels, sy, sx):
+        dist = np.where(is_object[lab], ((col.values[lab] - sv) ** 2).sum(-1), np.inf)
+        better = dist < best
+        best[better], target[better] = dist[better], lab[better]
+    far = ~np.isfinite(best)
+    if far.sum() > _MAX_FAR_FRACTION * far.size:
+        raise InputError(
+            f"mask {path} has soft gradients ({int(far.sum())} pixels more than {_SNAP_RADIUS} px from any object of one colour), "
+            f"as a soft matte or smooth resampling has, so its objects cannot be read exactly; threshold it or {_HARD_MASK_HINT}"
+        )
+    if far.any():
+        obj = np.flatnonzero(is_object)
+        target[far] = obj[((sv[far][:, None, :] - col.values[obj][None]) ** 2).sum(-1).argmin(1)]
+    out = col.uniq[col.labels]
+    out[sy, sx] = col.uniq[target]
+    return out
+
+
+def _clean_colours(vals: np.ndarray, path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
+    """Snap anti-aliased edge colours to object colours; refuse lossy noise and soft mattes.
+
+    Args:
+        vals: ``(H, W, C)`` int64 channel values (C = 1 for grey, 3 for RGB).
+        path: the file, for messages.
+
+    Returns:
+        ``(codes, snapped)``: ``(H, W)`` int64 colour codes (see :func:`_codes`), every pixel
+        of an object (or background) colour, and how many edge colours were snapped.
+    """
+    col = _analyse(vals, path)
+    soft = (col.core == 0) & (2 * col.blend >= col.counts)
+    if not soft.any():
+        return col.uniq[col.labels], 0  # a crisp mask: every colour is an object, exactly as stored
+    is_object = _object_colours(col)
+    return _snap(col, is_object, path), int((~is_object).sum())
+
+
+def _grey_values(arr: np.ndarray, path: str | os.PathLike[str]) -> np.ndarray:
+    """A grey image of any depth -> ``(H, W)`` int64 values 0..255, or a one-line InputError."""
+    if arr.dtype.kind == "f" and not (np.isfinite(arr).all() and np.array_equal(arr, np.round(arr))):
+        raise InputError(f"mask {path} holds non-integer values (a float image, e.g. a soft matte); save object ids 1..254 as an 8-bit PNG")
+    vals = arr.astype(np.int64)
+    if vals.size and int(vals.min()) < 0:
+        raise InputError(f"mask {path} holds negative values; object ids must be 1..254 (0 = background): save it as an 8-bit PNG")
+    top = int(vals.max()) if vals.size else 0
+    if top > VOID_ID:
+        if not (vals % 257).any() and top <= 65535:
+            return vals // 257  # 8-bit data stored as 16 bits (x257), as image tools convert it
+        raise InputError(
+            f"mask {path} holds value {top} ({arr.dtype.itemsize * 8}-bit grey, {np.unique(vals).size} distinct values); object ids must be "
+            "1..254 (255 = void) as in vostool's 8-bit palette PNGs: renumber the objects 1..254 (or threshold a soft matte) "
+            "and save it as an 8-bit PNG"
+        )
+    return vals
+
+
+def _grey_mask(gray: np.ndarray, path: str | os.PathLike[str], kind: str) -> IndexMask:
+    """``(H, W)`` int64 values 0..255 -> IndexMask (binary 0/255 is object 1, else 255 = void)."""
+    codes, snapped = _clean_colours(gray[..., None], path)
+    present = set(np.unique(codes).tolist()) - {0}
+    note = f", {snapped} anti-aliased edge levels snapped" if snapped else ""
+    if present == {VOID_ID}:
+        return IndexMask((codes == VOID_ID).astype(np.uint8), None, None, f"{kind}, binary 0/255{note}")
+    void = codes == VOID_ID
+    ids = np.where(void, 0, codes).astype(np.uint8)
+    return IndexMask(ids, None, void if void.any() else None, f"{kind} index{note}")
+
+
+def _rgb_mask(rgb: np.ndarray, alpha: np.ndarray | None, path: str | os.PathLike[str]) -> IndexMask:
     rgb = rgb.astype(np.int64)
     if alpha is not None:
         rgb = np.where((alpha >= 128)[..., None], rgb, 0)
-    codes = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
-    core = sorted(_interior_colours(codes) - {0})
+    if (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all():
+        return _grey_mask(rgb[..., 0], path, "grey RGB")
+    codes, snapped = _clean_colours(rgb, path)
+    colours = [int(c) for c in np.unique(codes) if c != 0]
+    if len(colours) > MAX_OBJECTS:
+        raise InputError(f"RGB mask {path} has {len(colours)} distinct object colours; at most {MAX_OBJECTS} objects are supported")
     palette = DAVIS_PALETTE.copy()
-    if not core:
-        return np.zeros(codes.shape, np.uint8), palette
-    core_rgb = np.array([[(c >> 16) & 255, (c >> 8) & 255, c & 255] for c in core], dtype=np.int64)
-    if len(core) > 254:
-        raise InputError(f"RGB mask has {len(core)} distinct object colours; at most 254 objects are supported")
-    davis_codes = {(int(r) << 16) | (int(g) << 8) | int(b): i for i, (r, g, b) in enumerate(DAVIS_PALETTE)}
-    if all(c in davis_codes and davis_codes[c] not in (0, VOID_ID) for c in core):
-        core_ids = np.array([davis_codes[c] for c in core], dtype=np.uint8)
+    davis_codes = {(int(r) << 32) | (int(g) << 16) | int(b): i for i, (r, g, b) in enumerate(DAVIS_PALETTE)}
+    if all(davis_codes.get(c, VOID_ID) not in (0, VOID_ID) for c in colours):
+        ids_of = {c: davis_codes[c] for c in colours}
     else:
-        core_ids = np.arange(1, len(core) + 1, dtype=np.uint8)
-        palette[core_ids] = core_rgb.astype(np.uint8)
-    # Snap every distinct colour to the nearest of {black} + core colours.
-    uniq, inverse = np.unique(codes.reshape(-1), return_inverse=True)
-    uniq_rgb = np.stack([(uniq >> 16) & 255, (uniq >> 8) & 255, uniq & 255], axis=1)
-    targets = np.concatenate([np.zeros((1, 3), np.int64), core_rgb], axis=0)
-    d = ((uniq_rgb[:, None, :] - targets[None, :, :]) ** 2).sum(-1)
-    nearest = d.argmin(1)
-    lut = np.concatenate([np.zeros(1, np.uint8), core_ids])[nearest]
-    return lut[inverse].reshape(codes.shape), palette
+        ids_of = {c: i for i, c in enumerate(colours, start=1)}
+        for c, i in ids_of.items():
+            palette[i] = ((c >> 32) & 255, (c >> 16) & 255, c & 255)
+    lut_codes = np.array([0, *colours], np.int64)
+    lut_ids = np.array([0, *(ids_of[c] for c in colours)], np.uint8)
+    ids = lut_ids[np.searchsorted(lut_codes, codes)]
+    note = f", {snapped} anti-aliased edge colours snapped" if snapped else ""
+    return IndexMask(ids, palette, None, f"RGB colours{note}")
 
 
 def read_mask(path: str | os.PathLike[str]) -> IndexMask:
     """Read a mask file in any supported format (see module docstring) as object ids.
 
     Returns:
-        IndexMask with ``ids`` ``(H, W)`` uint8 (void pixels set to 0, recorded in ``void``).
+        IndexMask with ``ids`` ``(H, W)`` uint8 (void pixels set to 0, recorded in ``void``),
+        and ``kind`` saying how the file was read; ``num_objects`` is the count to report.
 
     Raises:
-        InputError: the file is missing or not an image.
+        InputError: one line saying why the file cannot give exact objects: missing, not an
+            image, a JPEG or lossy-looking content, ids above 255, non-integer values, or an
+            unsupported image mode.
     """
     img = _open(path)
+    if img.format in ("JPEG", "MPO"):
+        raise InputError(
+            f"mask {path} is a JPEG image: lossy compression changes colours at object edges and adds spurious objects; "
+            "save the mask as PNG from the original annotation"
+        )
     mode = img.mode
     if mode == "P":
         arr = np.array(img, dtype=np.uint8)
@@ -161,33 +431,24 @@ def read_mask(path: str | os.PathLike[str]) -> IndexMask:
         if pal_bytes:
             given = np.array(pal_bytes, dtype=np.uint8).reshape(-1, 3)[:256]
             palette[: len(given)] = given
-        if "transparency" in img.info and isinstance(img.info["transparency"], int):
-            pass  # transparency index is a display hint; ids stay as stored
+        if np.unique(arr).size > 2:  # an indexed copy of a JPEG keeps its noise as spurious ids
+            _analyse(palette[arr].astype(np.int64), path)
         void = arr == VOID_ID
         ids = np.where(void, 0, arr).astype(np.uint8)
-        return IndexMask(ids, palette, void if void.any() else None)
-    if mode in ("1", "L", "I", "I;16", "I;16B", "I;16L", "F"):
-        arr = np.array(img)
-        if mode == "1":
-            return IndexMask(arr.astype(np.uint8), None)
-        if arr.dtype != np.uint8:
-            if arr.max() > 255 and len(np.unique(arr)) > MAX_INDEX_LEVELS:
-                arr = (arr.astype(np.float64) / arr.max() * 255).round()
-            arr = np.clip(arr, 0, 255).astype(np.uint8)
-        ids, void = _gray_to_ids(arr)
-        return IndexMask(ids, None, void)
+        return IndexMask(ids, palette, void if void.any() else None, "palette PNG" if img.format == "PNG" else "palette image")
+    if mode == "1":
+        return IndexMask(np.array(img).astype(np.uint8), None, None, "1-bit binary")
+    if mode in ("L", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        return _grey_mask(_grey_values(np.array(img), path), path, "grey")
     if mode == "LA":
         arr = np.array(img, dtype=np.uint8)
-        gray = np.where(arr[..., 1] >= 128, arr[..., 0], 0).astype(np.uint8)
-        ids, void = _gray_to_ids(gray)
-        return IndexMask(ids, None, void)
+        return _grey_mask(np.where(arr[..., 1] >= 128, arr[..., 0], 0).astype(np.int64), path, "grey+alpha")
     if mode in ("RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "HSV", "LAB", "PA"):
         if mode == "PA":
             img = img.convert("RGBA")
         alpha = np.array(img.getchannel("A"), dtype=np.uint8) if img.mode == "RGBA" else None
         rgb = np.array(img.convert("RGB"), dtype=np.uint8)
-        ids, palette = _rgb_to_ids(rgb, alpha)
-        return IndexMask(ids, palette)
+        return _rgb_mask(rgb, alpha, path)
     raise InputError(f"unsupported mask image mode {mode!r} in {path}; save it as a palette, grayscale or RGB PNG")
 
 

@@ -13,10 +13,14 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import pickletools
+import re
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -37,13 +41,101 @@ def sha256_file(path: str | os.PathLike[str], *, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def _is_safetensors(path: Path) -> bool:
+_ZIP_MAGIC = b"PK\x03\x04"
+_PICKLE_PROTO = 0x80
+"""First byte of a pickle of protocol 2 or later (PyTorch's legacy format and plain pickles)."""
+_LEGACY_MAGIC = b"\x80\x02\x8a\x0a"
+"""Start of PyTorch's legacy (pre-1.6) checkpoint format: a protocol-2 pickle of its magic number."""
+
+
+def _is_safetensors(path: Path, head: bytes) -> bool:
     if path.suffix in _SAFETENSORS_SUFFIXES:
         return True
     # A safetensors file starts with an 8-byte little-endian header length followed by '{'.
-    with open(path, "rb") as f:
-        head = f.read(9)
-    return len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < (1 << 32)
+    return len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < (1 << 32)
+
+
+def _damaged(path: Path, reason: str) -> WeightsError:
+    return WeightsError(f"weights file {path} is damaged or incomplete ({reason}): delete it and pull or import it again")
+
+
+def _damaged_safetensors(path: Path, exc: Exception) -> WeightsError:
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "unreadable header"
+    return _damaged(path, reason.removeprefix("Error while deserializing header: ")[:120])
+
+
+def _load_safetensors(path: Path) -> StateDict:
+    try:
+        return dict(load_file(str(path), device="cpu"))
+    except SafetensorError as exc:
+        raise _damaged_safetensors(path, exc) from None
+
+
+def read_safetensors_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The ``__metadata__`` strings of a safetensors file, without reading its tensors.
+
+    Raises:
+        WeightsError: the file is missing, truncated or not a safetensors file.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise WeightsError(f"weights file {p} does not exist; check the path or run `vostool weights list`")
+    try:
+        with safe_open(str(p), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except SafetensorError as exc:
+        raise _damaged_safetensors(p, exc) from None
+
+
+def _pickle_global(path: Path) -> str | None:
+    """The first callable a plain pickle would import when loaded (``module.name``), read with
+    :mod:`pickletools` (which never executes anything); None for bytes that are not a pickle."""
+    strings: list[str] = []
+    try:
+        with open(path, "rb") as f:
+            for op, arg, _ in pickletools.genops(f):
+                if op.name in ("GLOBAL", "INST"):
+                    return str(arg).replace(" ", ".")
+                if op.name == "STACK_GLOBAL":
+                    return ".".join(strings[-2:]) if len(strings) >= 2 else "a global"
+                if isinstance(arg, str):
+                    strings.append(arg)
+    except Exception:  # genops raises ValueError, EOFError, ... on bytes that are not a pickle
+        return None
+    return None
+
+
+def _load_torch(path: Path, head: bytes) -> object:
+    """``torch.load(weights_only=True)`` with one-line errors that say what the file is."""
+    is_zip = head.startswith(_ZIP_MAGIC)
+    is_checkpoint = is_zip or head.startswith(_LEGACY_MAGIC)
+    if not is_zip and not (head[:1] and head[0] == _PICKLE_PROTO):
+        raise WeightsError(
+            f"{path} is not a PyTorch checkpoint or safetensors file (it starts with neither a zip nor a pickle header); check the path"
+        )
+    try:
+        with warnings.catch_warnings():  # the unpickler warns about odd protocol bytes in foreign files
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        named = re.search(r"GLOBAL ([\w.]+)", str(exc))  # torch names the global it refused
+        called = named.group(1) if named else (None if is_zip else _pickle_global(path))
+        if called:
+            raise WeightsError(
+                f"{path} cannot be loaded safely: it would run code ({called}) when loaded; vostool only loads plain tensors, "
+                "convert the file with the tool that made it"
+            ) from None
+        if is_checkpoint:
+            raise _damaged(path, "its data cannot be unpickled") from None
+        raise WeightsError(
+            f"{path} is not a PyTorch checkpoint (its pickle data holds no tensors vostool can read); check the path"
+        ) from None
+    except Exception as exc:  # torch raises OSError, RuntimeError, EOFError, ... on cut or foreign files
+        if is_checkpoint:
+            raise _damaged(
+                path, f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:80] if str(exc).strip() else 'unreadable'}"
+            ) from None
+        raise WeightsError(f"{path} is not a PyTorch checkpoint (unreadable pickle data); check the path") from None
 
 
 def _flatten(obj: object, prefix: str, out: StateDict) -> None:
@@ -66,23 +158,21 @@ def load_state_dict(path: str | os.PathLike[str]) -> StateDict:
         ``{name: tensor}`` on the CPU; nested dicts are flattened to ``outer.inner`` keys.
 
     Raises:
-        WeightsError: the file is missing, truncated, not a weights file, or would need code
-            execution to load.
+        WeightsError: one line for each case: the file is missing; damaged or incomplete
+            (truncated safetensors or zip: delete it and pull/import again); not a PyTorch
+            checkpoint (foreign bytes); or a pickle that would run code when loaded.
     """
     p = Path(path)
     if not p.is_file():
         raise WeightsError(f"weights file {p} does not exist; check the path or run `vostool weights list`")
     try:
-        if _is_safetensors(p):
-            return dict(load_file(str(p), device="cpu"))
-        obj = torch.load(p, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise WeightsError(
-            f"{p} cannot be loaded safely ({first[:160]}); vostool only loads plain tensors, convert the file with the tool that made it"
-        ) from exc
-    except Exception as exc:  # on garbage, safetensors and the unpickler raise many types
-        raise WeightsError(f"{p} is not a readable weights file ({type(exc).__name__}); re-download or re-import it") from exc
+        with open(p, "rb") as f:
+            head = f.read(16)
+    except OSError as exc:
+        raise WeightsError(f"cannot read weights file {p}: {exc.strerror or exc}") from None
+    if _is_safetensors(p, head):
+        return _load_safetensors(p)
+    obj = _load_torch(p, head)
     out: StateDict = {}
     _flatten(obj, "", out)
     if not out:
