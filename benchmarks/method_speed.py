@@ -47,8 +47,9 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from vostool.datasets import speed_clip  # noqa: E402
-from vostool.inference.session import PRECISIONS, Session  # noqa: E402
+from vostool.inference.session import Session  # noqa: E402
 from vostool.inference.timing import StageTimer  # noqa: E402
+from vostool.inference.torch_ops import PRECISIONS  # noqa: E402
 from vostool.io.atomic import atomic_path, write_text_atomic  # noqa: E402
 from vostool.models import available_methods, create_method  # noqa: E402
 from vostool.models.base import VOSMethod, no_stage  # noqa: E402

@@ -164,7 +164,7 @@ def test_killed_run_resumes_to_identical_masks(tmp_path) -> None:
     proc = subprocess.Popen([*cmd, "-o", str(out)], env=env, stderr=subprocess.PIPE)
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
-        if (out / ".resume" / "state.pt").exists() and len(list((out / "masks").glob("[!.]*.png"))) >= 40:
+        if list((out / ".resume").glob("state.*")) and len(list((out / "masks").glob("[!.]*.png"))) >= 40:
             break
         time.sleep(0.02)
     assert proc.poll() is None, "the run finished before it could be killed"

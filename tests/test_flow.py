@@ -67,3 +67,40 @@ def test_dis_result_does_not_depend_on_earlier_calls() -> None:
     est.flow(noise, a)
     est.flow(b, noise)
     assert torch.equal(first, est.flow(a, b))
+
+
+def test_remap_warp_is_backward_warp_on_numpy_arrays() -> None:
+    """The numpy warp (cv2.remap) samples where grid_sample does, zeros outside included."""
+    from vostool.flow import remap_warp
+
+    rng = np.random.default_rng(0)
+    x = np.stack([cv2_blur(rng.random((60, 80)).astype(np.float32)) for _ in range(3)])
+    flow = np.stack([cv2_blur(rng.normal(0, 6, (60, 80)).astype(np.float32)) for _ in range(2)], -1)
+    flow[:5] = 200.0  # these pixels sample outside the frame: zeros
+    expected = backward_warp(torch.from_numpy(x), torch.from_numpy(flow).permute(2, 0, 1)).numpy()
+    out = remap_warp(x, flow)
+    assert out.shape == x.shape and out.dtype == np.float32
+    np.testing.assert_allclose(out, expected, atol=2e-4, rtol=0)
+    assert np.abs(out[:, :5]).max() == 0.0
+    single = np.empty_like(x[:1])
+    assert remap_warp(x[:1], flow, out=single) is single
+
+
+def cv2_blur(a: np.ndarray) -> np.ndarray:
+    import cv2
+
+    return cv2.GaussianBlur(a, (0, 0), 3)
+
+
+def test_opencv_flow_on_numpy_frames_matches_the_tensor_path() -> None:
+    """A numpy session gives OpenCV's (H, W, 2) flow from uint8 RGB frames; a torch session the
+    same flow as a (2, H, W) tensor (up to the grey conversions' rounding)."""
+    cur, prev = _shifted_pair(4, -3)
+    est = create_flow("dis")
+    to_np = lambda t: (t[0].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+    f_np = est.flow(est.prepare(to_np(cur)), est.prepare(to_np(prev)))
+    f_t = est.flow(est.prepare(cur), est.prepare(prev))
+    assert isinstance(f_np, np.ndarray) and f_np.shape == (120, 160, 2)
+    inner = f_np[20:-20, 20:-20]
+    assert np.median(inner[..., 0]) == pytest.approx(-4, abs=0.3) and np.median(inner[..., 1]) == pytest.approx(3, abs=0.3)
+    assert np.abs(f_t.permute(1, 2, 0).numpy() - f_np)[20:-20, 20:-20].mean() < 0.05

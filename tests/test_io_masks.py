@@ -140,3 +140,26 @@ def test_real_davis17_mask_with_void(shared_dir) -> None:
     assert m.object_ids == sorted(int(v) for v in np.unique(raw) if v not in (0, 255))
     assert (raw == 255).any() and m.void is not None
     assert (m.ids[raw == 255] == 0).all()
+
+
+def test_written_pngs_read_back_exactly_with_their_palette(tmp_path) -> None:
+    from PIL import Image
+
+    from vostool.io.masks import DAVIS_PALETTE, write_gray_png, write_index_png
+
+    rng = np.random.default_rng(0)
+    ids = np.zeros((61, 83), np.uint8)
+    ids[10:40, 5:50] = 1
+    ids[30:60, 40:80] = 7
+    palette = DAVIS_PALETTE.copy()
+    palette[7] = (1, 2, 3)
+    write_index_png(tmp_path / "m.png", ids, palette)
+    img = Image.open(tmp_path / "m.png")
+    assert img.mode == "P" and img.size == (83, 61)
+    np.testing.assert_array_equal(np.array(img), ids)
+    np.testing.assert_array_equal(np.array(img.getpalette(), np.uint8).reshape(-1, 3)[:256], palette)
+    gray = rng.integers(0, 256, (17, 29), dtype=np.uint8)
+    write_gray_png(tmp_path / "g.png", gray)
+    img = Image.open(tmp_path / "g.png")
+    assert img.mode == "L"
+    np.testing.assert_array_equal(np.array(img), gray)

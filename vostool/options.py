@@ -24,7 +24,7 @@ FLOW_NAMES = ("dis", "farneback", "raft-small", "raft-large")
 """Optical-flow backends (:func:`vostool.flow.create_flow`)."""
 
 PRECISION_NAMES = ("fp32", "bf16", "fp16")
-"""Network precisions (autocast dtypes in :data:`vostool.inference.session.PRECISIONS`)."""
+"""Network precisions (autocast dtypes in :data:`vostool.inference.torch_ops.PRECISIONS`)."""
 
 
 @dataclass(frozen=True)

@@ -197,6 +197,7 @@ def _bench(
             settings["results"] = str(results)
         else:
             from ..inference.builder import create_session
+            from ..inference.device import device_type
 
             session = create_session(run)
             flow_name = session.describe()["flow"]
@@ -206,7 +207,7 @@ def _bench(
                 results=str(results),
                 method=run.method,
                 flow=flow_name,
-                device=session.device.type,
+                device=device_type(session.device),
                 size=run.size,
                 precision=run.precision,
                 weights=session.weights,

@@ -1,10 +1,15 @@
-"""Weightless flow from OpenCV: DIS (Kroeger et al., ECCV 2016) and Farneback (SCIA 2003)."""
+"""Weightless flow from OpenCV: DIS (Kroeger et al., ECCV 2016) and Farneback (SCIA 2003).
+
+Both work on numpy arrays (a weightless method's numpy session: no torch at all) and on torch
+tensors (the learned methods' sessions), with the same OpenCV call in between.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 import cv2
 import numpy as np
-import torch
 
 from .base import FlowEstimator
 
@@ -18,12 +23,19 @@ DIS_PRESETS = {
 
 
 class _OpenCVFlow(FlowEstimator):
-    @property
-    def prep_device(self) -> torch.device:
-        return torch.device("cpu")
+    host_arrays = True
 
-    def prepare(self, image: torch.Tensor) -> torch.Tensor:
-        """``(1, 3, H, W)`` in [0, 1] -> ``(H, W)`` uint8 grayscale on the CPU (BT.601 luma)."""
+    @property
+    def prep_device(self) -> str:
+        return "cpu"
+
+    def prepare(self, image: Any) -> Any:
+        """-> ``(H, W)`` uint8 grayscale on the CPU (BT.601 luma), from an ``(H, W, 3)`` uint8 RGB
+        array (a numpy array back) or a ``(1, 3, H, W)`` tensor in [0, 1] (a tensor back)."""
+        if isinstance(image, np.ndarray):
+            return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+        import torch
+
         rgb = image[0].detach().float().cpu()
         gray = (0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]) * 255.0 + 0.5
         return gray.clamp_(0, 255).to(torch.uint8)
@@ -31,8 +43,13 @@ class _OpenCVFlow(FlowEstimator):
     def _calc(self, cur: np.ndarray, prev: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def flow(self, current: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
-        f = self._calc(current.numpy(), previous.numpy())  # (H, W, 2), cur(x) ~ prev(x + f(x))
+    def flow(self, current: Any, previous: Any) -> Any:
+        """``(H, W, 2)`` float32 for prepared arrays; ``(2, H, W)`` on :attr:`device` for tensors."""
+        if isinstance(current, np.ndarray):
+            return self._calc(current, previous)  # cur(x) ~ prev(x + f(x))
+        import torch
+
+        f = self._calc(current.numpy(), previous.numpy())
         return torch.from_numpy(f).permute(2, 0, 1).contiguous().to(self.device)
 
 

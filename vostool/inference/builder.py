@@ -12,13 +12,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ..errors import WeightsError
 from ..flow import FlowEstimator, create_flow
 from ..models import VOSMethod, available_methods, create_method, method_info
 from ..options import RunOptions
-from .device import resolve_device
+from .device import device_type, resolve_device
 from .session import Session
 
 
@@ -72,13 +70,17 @@ def load_method(
     return method, resolved.describe()
 
 
-def create_session(method: str | VOSMethod | RunOptions = "flow", *, flow_estimator: FlowEstimator | None = None, **fields: Any) -> Session:
+def create_session(
+    method: str | VOSMethod | RunOptions = "flow", *, flow_estimator: FlowEstimator | None = None, arrays: str = "auto", **fields: Any
+) -> Session:
     """Build a per-video :class:`Session` (method + weights + flow + device + internal size).
 
     Args:
         method: a :class:`RunOptions`, a registered method name, or a built :class:`VOSMethod`
             (its weights already loaded).
         flow_estimator: a built flow estimator to use instead of ``options.flow``.
+        arrays: ``auto``, ``numpy`` or ``torch``: what the session computes on (see
+            :class:`~vostool.inference.session.Session`; ``auto`` picks numpy when it can).
         **fields: :class:`RunOptions` fields (``flow``, ``device``, ``size``, ``precision``,
             ``weights``, ``flow_weights``, ``offline``, ``resize_mask``, ``channels_last``,
             ``compile``, ``method_kwargs``); they override those of a given ``RunOptions``.
@@ -95,19 +97,24 @@ def create_session(method: str | VOSMethod | RunOptions = "flow", *, flow_estima
     else:
         built = method
         options = RunOptions(method=method.name, **fields)
-    dev = resolve_device(options.device)
     weights_info = None
     if built is None:
+        if arrays == "torch" or method_info(options.method).needs_weights or device_type(options.device) not in ("auto", "cpu"):
+            resolve_device(options.device)  # torch's CPU set-up (denormals) before it runs anything, loading weights included
         built, weights_info = load_method(options.method, weights=options.weights, offline=options.offline, **dict(options.method_kwargs))
-    built.to(dev, channels_last=options.channels_last and dev.type == "cuda").eval()
-    if options.compile and built.net is not None:
-        built.net = torch.compile(built.net)  # type: ignore[assignment]
     est: FlowEstimator | None = None
     if built.uses_flow:
-        if flow_estimator is not None:
-            est = flow_estimator.to(dev)
-        else:
-            registered = built.name in available_methods()
-            name = options.flow or (method_info(built.name).default_flow if registered else None) or "dis"
-            est = create_flow(name, device=dev, weights=options.flow_weights, offline=options.offline)
-    return Session(built, est, options, weights=weights_info)
+        registered = built.name in available_methods()
+        name = options.flow or (method_info(built.name).default_flow if registered else None) or "dis"
+        est = flow_estimator if flow_estimator is not None else create_flow(name, weights=options.flow_weights, offline=options.offline)
+    session = Session(built, est, options, weights=weights_info, arrays=arrays)
+    if session.arrays.kind == "torch":  # a numpy session (weightless method, OpenCV flow) needs no device
+        import torch
+
+        dev = session.device
+        built.to(dev, channels_last=options.channels_last and dev.type == "cuda").eval()
+        if options.compile and built.net is not None:
+            built.net = torch.compile(built.net)  # type: ignore[assignment]
+        if est is not None:
+            est.to(dev)
+    return session

@@ -10,32 +10,43 @@ given on it) and returns the frame's object ids and probabilities at the input r
 The state (object slots, previous probabilities, previous prepared frame for flow, the method's
 own state) can be saved with :meth:`Session.state_dict` and restored with
 :meth:`Session.load_state_dict`, which is how an interrupted run resumes with identical results.
+
+The step runs on one of two kinds of arrays, through the same code: torch tensors on the
+session's device (:class:`~vostool.inference.torch_ops.TorchOps`: every method with a network,
+RAFT, CUDA / MPS), or numpy arrays on the host (:class:`~vostool.inference.numpy_ops.NumpyOps`)
+when the method is weightless and the flow is OpenCV's on the CPU: the frames, DIS flow,
+``cv2.remap`` warp and aggregation then stay the uint8 / float32 arrays OpenCV gives, and torch
+is never imported (it would take longer than the whole run of a short clip).
 """
 
 from __future__ import annotations
 
-import contextlib
+import queue
+import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from ..errors import InputError
-from ..flow import FlowEstimator, backward_warp
+from ..flow import FlowEstimator
 from ..io.masks import IndexMask
 from ..io.video import VideoFrame
 from ..models.base import VOSMethod
 from ..options import PRECISION_NAMES, RunOptions
-from .device import resolve_device
+from .device import device_type, resolve_device
 from .objects import ObjectManager
 from .timing import StageTimer
 
-PRECISIONS = dict(zip(PRECISION_NAMES, (None, torch.bfloat16, torch.float16)))
-"""Precision name -> autocast dtype (None: no autocast)."""
+ARRAY_KINDS = ("auto", "numpy", "torch")
+"""What a session computes on: ``auto`` (numpy when :func:`numpy_capable`, else torch)."""
+
+
+def numpy_capable(method: VOSMethod, flow: FlowEstimator | None, options: RunOptions) -> bool:
+    """Whether a session can run on numpy arrays: a weightless method, OpenCV flow (or none), the CPU."""
+    return method.net is None and (flow is None or flow.host_arrays) and device_type(options.device) in ("auto", "cpu")
 
 
 def internal_size(width: int, height: int, size: int | None) -> tuple[int, int]:
@@ -46,19 +57,72 @@ def internal_size(width: int, height: int, size: int | None) -> tuple[int, int]:
     return max(1, int(round(width * scale))), max(1, int(round(height * scale)))
 
 
-def channel_argmax(prob: torch.Tensor) -> torch.Tensor:
-    """``(C, H, W)`` -> ``(H, W)`` uint8 index of the largest channel (first one on ties).
+@dataclass
+class FrameInputs:
+    """What a frame needs before its probabilities, computed from the frames alone
+    (:meth:`Session.prepare`).
 
-    A running comparison over channels: on the CPU it is ~10x faster than ``argmax(0)``,
-    whose reduction runs across the strided channel axis.
+    Attributes:
+        size: ``(H, W)`` of the input frame.
+        image: the frame at the internal size, in the session's arrays.
+        prep: the flow estimator's input for this frame (None without flow).
+        flow: the flow from this frame to ``previous`` (None for a first frame).
+        previous: the flow input of the frame before, the flow was computed against.
     """
-    best = prob[0].clone()
-    idx = torch.zeros(prob.shape[1:], dtype=torch.uint8, device=prob.device)
-    for c in range(1, prob.shape[0]):
-        better = prob[c] > best
-        idx.masked_fill_(better, c)
-        torch.maximum(best, prob[c], out=best)
-    return idx
+
+    size: tuple[int, int]
+    image: Any
+    prep: Any = None
+    flow: Any = None
+    previous: Any = None
+
+
+class _FlowAhead:
+    """Iterates ``frames`` in a thread, ``depth`` frames ahead of the loop, yielding
+    ``(frame, Session.prepare(frame, previous flow input))``; errors are raised in the loop."""
+
+    def __init__(self, session: Session, frames: Iterable[np.ndarray | VideoFrame], depth: int = 3) -> None:
+        self._q: queue.Queue[Any] = queue.Queue(depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(session, iter(frames)), name="vostool-flow", daemon=True)
+        self._thread.start()
+
+    def _run(self, session: Session, frames: Iterator[np.ndarray | VideoFrame]) -> None:
+        previous = session.prev_prep if session.prev_prob is not None else None
+        index = session.index
+        try:
+            for f in frames:
+                inputs = session.prepare(f.rgb if isinstance(f, VideoFrame) else f, previous, index)
+                previous, index = inputs.prep, index + 1
+                if not self._put((f, inputs)):
+                    return
+            self._put(None)
+        except BaseException as exc:  # raised in the loop
+            self._put(exc)
+
+    def _put(self, item: Any) -> bool:
+        """Queue ``item`` unless the loop has stopped listening (then False)."""
+        while not self._stop.is_set():
+            try:
+                self._q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def __iter__(self) -> Iterator[tuple[Any, FrameInputs]]:
+        while True:
+            item = self._q.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def close(self) -> None:
+        """Stop the thread (it ends within its current frame)."""
+        self._stop.set()
+        self._thread.join(timeout=10.0)
 
 
 @dataclass
@@ -69,7 +133,8 @@ class StepResult:
         index: frame index (0-based).
         ids: ``(H, W)`` uint8 object ids at the input resolution.
         prob: ``(K + 1, H, W)`` float32 probabilities over [background, objects in
-            ``object_ids`` order] at the input resolution, on the session's device.
+            ``object_ids`` order] at the input resolution: a tensor on the session's device, or
+            a numpy array for a numpy session (:attr:`Session.arrays`).
         object_ids: the object id of each slot 1..K.
         name: the frame's name (file stem), when it was given.
         frame: the ``(H, W, 3)`` uint8 RGB input frame (the array passed in, not a copy).
@@ -78,7 +143,7 @@ class StepResult:
 
     index: int
     ids: np.ndarray
-    prob: torch.Tensor
+    prob: Any
     object_ids: list[int] = field(default_factory=list)
     name: str | None = None
     frame: np.ndarray | None = None
@@ -98,6 +163,8 @@ class Session:
             defaults on the CPU.
         weights: what weights the method loaded (for reports; None for weightless methods).
         timer: stage timer (a new one is made if None).
+        arrays: ``auto`` (numpy arrays when :func:`numpy_capable`, else torch tensors), ``numpy``
+            or ``torch`` (see the module docstring).
     """
 
     def __init__(
@@ -108,16 +175,27 @@ class Session:
         *,
         weights: dict[str, Any] | None = None,
         timer: StageTimer | None = None,
+        arrays: str = "auto",
     ) -> None:
         options = options if options is not None else RunOptions(method=method.name, device="cpu")
         if method.uses_flow and flow is None:
             raise InputError(f"method {method.name!r} needs an optical-flow backend (--flow)")
-        if options.precision not in PRECISIONS:
+        if options.precision not in PRECISION_NAMES:
             raise InputError(f"unknown precision {options.precision!r}; choose one of: {', '.join(PRECISION_NAMES)}")
+        if arrays not in ARRAY_KINDS or (arrays == "numpy" and not numpy_capable(method, flow, options)):
+            raise ValueError(f"arrays={arrays!r}: numpy arrays need a weightless method, OpenCV flow and the CPU")
         self.method = method
         self.flow_estimator = flow
         self.options = options
-        self.device = resolve_device(options.device)
+        if arrays == "numpy" or (arrays == "auto" and numpy_capable(method, flow, options)):
+            from .numpy_ops import NumpyOps
+
+            self.arrays: Any = NumpyOps()
+        else:
+            from .torch_ops import TorchOps
+
+            self.arrays = TorchOps(resolve_device(options.device))
+        self.device = self.arrays.device
         self.weights = weights
         self.reset()
         if timer is not None:
@@ -133,9 +211,10 @@ class Session:
         return self.options.precision
 
     def describe(self) -> dict[str, Any]:
-        """What runs: method, flow, weights of both, parameter count (for reports)."""
+        """What runs: method, flow, weights of both, parameter count, array kind (for reports)."""
         return {
             "method": self.method.name,
+            "arrays": self.arrays.kind,
             "flow": self.flow_estimator.name if self.flow_estimator is not None else None,
             "weights": self.weights,
             "flow_weights": self.flow_estimator.weights if self.flow_estimator is not None else None,
@@ -148,25 +227,14 @@ class Session:
         self.index = 0
         self.objects = ObjectManager()
         self.state = self.method.init_state()
-        self.prev_prob: torch.Tensor | None = None
-        self.prev_prep: torch.Tensor | None = None
+        self.prev_prob: Any = None
+        self.prev_prep: Any = None
         self.input_size: tuple[int, int] | None = None
 
     # ------------------------------------------------------------------ helpers
-    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        dtype = PRECISIONS[self.precision]
-        if dtype is None or self.method.net is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=dtype)
-
-    def _image(self, rgb: np.ndarray) -> torch.Tensor:
-        """``(H, W, 3)`` uint8 -> ``(1, 3, h, w)`` float32 in [0, 1] at the internal size."""
-        t = torch.from_numpy(np.ascontiguousarray(rgb)).to(self.device, non_blocking=True)
-        img = t.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
-        w, h = internal_size(rgb.shape[1], rgb.shape[0], self.size)
-        if (h, w) != tuple(img.shape[-2:]):
-            img = F.interpolate(img, size=(h, w), mode="bilinear", align_corners=False, antialias=True).clamp_(0.0, 1.0)
-        return img
+    def _network(self) -> Any:
+        """Autocast to the run's precision around the network (nothing for weightless methods)."""
+        return self.arrays.autocast(self.precision if self.method.net is not None else "fp32")
 
     def _mask_ids(self, mask: np.ndarray | IndexMask, frame_shape: tuple[int, int]) -> np.ndarray:
         ids = mask.ids if isinstance(mask, IndexMask) else np.asarray(mask)
@@ -183,27 +251,43 @@ class Session:
             ids = cv2.resize(ids.astype(np.uint8), (frame_shape[1], frame_shape[0]), interpolation=cv2.INTER_NEAREST)
         return ids.astype(np.uint8)
 
-    def _given_prob(self, ids: np.ndarray, predicted: torch.Tensor | None, hw: tuple[int, int]) -> tuple[torch.Tensor, list[int]]:
+    def _given_prob(self, ids: np.ndarray, predicted: Any, hw: tuple[int, int]) -> tuple[Any, list[int]]:
         """Merge masks given on this frame with the prediction for the other objects."""
         present = [int(v) for v in np.unique(ids) if v != 0]
         new_slots = [self.objects.add(i) for i in present if i not in self.objects.ids]
         k = self.objects.num_objects
-        ids_t = torch.from_numpy(ids).to(self.device)
-        if tuple(ids_t.shape) != hw:
-            ids_t = F.interpolate(ids_t[None, None].float(), size=hw, mode="nearest")[0, 0].to(torch.uint8)
-        prob = torch.zeros((k + 1, *hw), device=self.device)
+        ids_t = self.arrays.ids(ids, hw)
+        prob = self.arrays.zeros((k + 1, *hw))
         if predicted is not None:
-            prob[: predicted.shape[0]] = predicted.float()
+            prob[: predicted.shape[0]] = predicted
         given = ids_t > 0
         prob[:, given] = 0.0
         for oid in present:
             prob[self.objects.slot(oid)][ids_t == oid] = 1.0
-        prob[0] = (1.0 - prob[1:].sum(0)).clamp_(0.0, 1.0)
+        prob[0] = 1.0 - prob[1:].sum(0)
+        self.arrays.clip_(prob[0], 0.0, 1.0)
         return prob, new_slots
 
     # ------------------------------------------------------------------ the step
-    @torch.inference_mode()
-    def step(self, frame: np.ndarray, mask: np.ndarray | IndexMask | None = None, *, name: str | None = None) -> StepResult:
+    def prepare(self, frame: np.ndarray, previous: Any = None, index: int | None = None) -> FrameInputs:
+        """What ``frame`` needs before its probabilities, from the frames alone: the internal-size
+        image, the flow input, and the flow to the ``previous`` flow input (when given).
+        :meth:`propagate` computes it a few frames ahead in a thread; :meth:`step` when not given.
+        ``index`` is the frame's index for the timing report (default: the next frame)."""
+        hw_in = (int(frame.shape[0]), int(frame.shape[1]))
+        w, h = internal_size(hw_in[1], hw_in[0], self.size)
+        image = self.arrays.image(frame, (h, w))
+        est = self.flow_estimator if self.method.uses_flow else None
+        if est is None:
+            return FrameInputs(hw_in, image)
+        with self.timer.stage("flow", self.index if index is None else index):
+            prep = est.prepare(image)
+            fl = None if previous is None or previous.shape != prep.shape else est.flow(prep, previous)
+        return FrameInputs(hw_in, image, prep, fl, previous)
+
+    def step(
+        self, frame: np.ndarray, mask: np.ndarray | IndexMask | None = None, *, name: str | None = None, inputs: FrameInputs | None = None
+    ) -> StepResult:
         """Segment the next frame.
 
         Args:
@@ -211,10 +295,16 @@ class Session:
             mask: object ids ``(H, W)`` (0 = background) given on this frame: the first frame
                 needs one; later ones add objects or re-annotate existing ones.
             name: frame name for timing reports.
+            inputs: :meth:`prepare` of this frame, if already computed (its flow is used only
+                when it was computed against this session's previous frame).
 
         Returns:
             :class:`StepResult` at the input resolution.
         """
+        with self.arrays.inference():
+            return self._step(frame, mask, name, inputs)
+
+    def _step(self, frame: np.ndarray, mask: np.ndarray | IndexMask | None, name: str | None, inputs: FrameInputs | None) -> StepResult:
         started = time.perf_counter()
         t = self.index
         timer = self.timer
@@ -229,55 +319,59 @@ class Session:
             raise InputError(f"frame {t} is {hw_in[1]}x{hw_in[0]} but earlier frames are {self.input_size[1]}x{self.input_size[0]}")
         if t == 0 and mask is None:
             raise InputError("the first frame needs a mask (give --mask for frame 0)")
-        image = self._image(frame)
-        hw = (int(image.shape[-2]), int(image.shape[-1]))
+        if inputs is None or inputs.size != hw_in:
+            inputs = self.prepare(frame, self.prev_prep if self.prev_prob is not None else None)
+        image = inputs.image
+        hw = (int(image.shape[-2]), int(image.shape[-1])) if self.arrays.kind == "torch" else image.shape[:2]
         k = self.objects.num_objects
-        prep = None
 
-        prob: torch.Tensor | None = None
+        prob: Any = None
         if k > 0:
             if self.method.uses_flow and self.prev_prob is not None:
-                assert self.flow_estimator is not None
-                with timer.stage("flow"):
-                    prep = self.flow_estimator.prepare(image)
-                    fl = self.flow_estimator.flow(prep, self.prev_prep)
+                fl = inputs.flow if inputs.previous is self.prev_prep else None
+                if fl is None:
+                    assert self.flow_estimator is not None
+                    with timer.stage("flow"):
+                        fl = self.flow_estimator.flow(inputs.prep, self.prev_prep)
                 with timer.stage("warp"):
-                    warped = backward_warp(self.prev_prob[1:], fl.to(self.device))
+                    warped = self.arrays.warp(self.prev_prob[1:], fl)
             else:
-                warped = torch.zeros((k, *hw), device=self.device)
-            with self._autocast():
-                prob = self.method.predict(self.state, image, warped, stage=timer.stage).float()
+                warped = self.arrays.zeros((k, *hw))
+            with self._network():
+                prob = self.arrays.float32(self.method.predict(self.state, image, warped, stage=timer.stage))
 
         if mask is not None:
             ids = self._mask_ids(mask, hw_in)
             if not ids.any() and k == 0:
                 raise InputError("the first mask has no object: every pixel is background")
             prob, new_slots = self._given_prob(ids, prob, hw)
-            with self._autocast():
+            with self._network():
                 self.method.memorize(self.state, image, prob, new_slots)
         assert prob is not None
-        with self._autocast():
+        with self._network():
             self.method.update(self.state, image, prob)
 
-        if self.method.uses_flow and self.flow_estimator is not None:
-            if prep is None:
-                with timer.stage("flow"):
-                    prep = self.flow_estimator.prepare(image)
-            self.prev_prep = prep
+        if inputs.prep is not None:
+            self.prev_prep = inputs.prep
         self.prev_prob = prob
         self.index += 1
 
         out = prob
         if hw != hw_in:
-            out = F.interpolate(prob[None], size=hw_in, mode="bilinear", align_corners=False)[0]
-        slots = channel_argmax(out).cpu().numpy()
-        ids = self.objects.slot_to_id_lut()[slots]
+            out = self.arrays.resize(prob, hw_in)
+        slots = self.arrays.argmax(out)
+        lut = self.objects.slot_to_id_lut()
+        ids = slots if np.array_equal(lut, np.arange(len(lut))) else lut[slots]
         return StepResult(t, ids, out, list(self.objects.ids), name, frame, time.perf_counter() - started)
 
     def propagate(self, frames: Iterable[np.ndarray | VideoFrame], masks: Mapping[int, np.ndarray | IndexMask]) -> Iterator[StepResult]:
         """The frame loop: a generator that segments ``frames`` in order and yields one
         :class:`StepResult` per frame. Every user of vostool (writing an output folder, the
         benchmark, speed sweeps, training validation) consumes this one loop.
+
+        A numpy session computes each frame's flow (:meth:`prepare`, which needs the frames
+        only) a few frames ahead in a thread, so on two cores the flow of the next frame
+        overlaps the warp and aggregation of this one (OpenCV releases the GIL).
 
         Args:
             frames: the frames from :attr:`index` on: ``(H, W, 3)`` uint8 RGB arrays, or
@@ -286,27 +380,21 @@ class Session:
                 from the start of the video, so a session restored by :meth:`load_state_dict`
                 continues with the masks of the frames still to come.
         """
-        for f in frames:
-            if isinstance(f, VideoFrame):
-                yield self.step(f.rgb, masks.get(self.index), name=f.name)
-            else:
-                yield self.step(f, masks.get(self.index))
+        ahead = _FlowAhead(self, frames) if self.arrays.kind == "numpy" and self.method.uses_flow else None
+        try:
+            for f, inputs in ahead if ahead is not None else ((f, None) for f in frames):
+                rgb, name = (f.rgb, f.name) if isinstance(f, VideoFrame) else (f, None)
+                yield self.step(rgb, masks.get(self.index), name=name, inputs=inputs)
+        finally:
+            if ahead is not None:
+                ahead.close()
 
     # ------------------------------------------------------------------ resume
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue exactly from the next frame, as plain data (tensors moved
-        to the CPU; loadable with ``torch.load(weights_only=True)``)."""
-
-        def cpu(v: Any) -> Any:
-            if isinstance(v, torch.Tensor):
-                return v.detach().cpu().clone()
-            if isinstance(v, dict):
-                return {k: cpu(x) for k, x in v.items()}
-            if isinstance(v, (list, tuple)):
-                return [cpu(x) for x in v]
-            return v
-
-        return cpu(
+        """Everything needed to continue exactly from the next frame, as plain data: copies of the
+        arrays on the host (CPU tensors of a torch session, loadable with
+        ``torch.load(weights_only=True)``; numpy arrays of a numpy session)."""
+        return _map_leaves(
             {
                 "index": self.index,
                 "object_ids": list(self.objects.ids),
@@ -314,25 +402,26 @@ class Session:
                 "prev_prep": self.prev_prep,
                 "input_size": list(self.input_size) if self.input_size else None,
                 "method_state": self.state.to_dict(),
-            }
+            },
+            self.arrays.to_host,
         )
 
     def load_state_dict(self, sd: dict[str, Any]) -> None:
-        """Restore a :meth:`state_dict` (tensors go back to the session's device)."""
-
-        def dev(v: Any, device: torch.device) -> Any:
-            if isinstance(v, torch.Tensor):
-                return v.to(device)
-            if isinstance(v, dict):
-                return {k: dev(x, device) for k, x in v.items()}
-            if isinstance(v, list):
-                return [dev(x, device) for x in v]
-            return v
-
+        """Restore a :meth:`state_dict` (arrays go back to the session's device)."""
+        put = self.arrays.from_host
         self.index = int(sd["index"])
         self.objects = ObjectManager(list(sd["object_ids"]))
-        self.prev_prob = dev(sd["prev_prob"], self.device)
+        self.prev_prob = _map_leaves(sd["prev_prob"], put)
         flow_dev = self.flow_estimator.prep_device if self.flow_estimator is not None else self.device
-        self.prev_prep = dev(sd["prev_prep"], flow_dev) if sd.get("prev_prep") is not None else None
+        self.prev_prep = _map_leaves(sd.get("prev_prep"), lambda v: put(v, flow_dev))
         self.input_size = tuple(sd["input_size"]) if sd.get("input_size") else None  # type: ignore[assignment]
-        self.state = self.method.load_state(dev(sd["method_state"], self.device))
+        self.state = self.method.load_state(_map_leaves(sd["method_state"], put))
+
+
+def _map_leaves(v: Any, fn: Callable[[Any], Any]) -> Any:
+    """``fn`` applied to every leaf of nested dicts / lists / tuples (tuples become lists)."""
+    if isinstance(v, dict):
+        return {k: _map_leaves(x, fn) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_map_leaves(x, fn) for x in v]
+    return fn(v)

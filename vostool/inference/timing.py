@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import torch
+from .device import device_type
 
 CORE_STAGES = ("decode", "flow", "warp")
 TAIL_STAGES = ("write",)
@@ -36,13 +36,13 @@ class StageTimer:
     """Collects milliseconds per (frame, stage).
 
     Args:
-        device: the device the main loop runs on; CUDA devices use events.
+        device: the device the main loop runs on (``torch.device`` or name); CUDA devices use events.
         stages: the method's own stage names, reported between ``warp`` and ``write``.
     """
 
-    def __init__(self, device: torch.device | str = "cpu", stages: tuple[str, ...] = ()) -> None:
-        self.device = torch.device(device)
-        self.cuda = self.device.type == "cuda"
+    def __init__(self, device: Any = "cpu", stages: tuple[str, ...] = ()) -> None:
+        self.device = device
+        self.cuda = device_type(device) == "cuda"
         self.stage_names = [*CORE_STAGES, *[s for s in stages if s not in CORE_STAGES + TAIL_STAGES], *TAIL_STAGES]
         self.records: dict[int, dict[str, float]] = {}
         self.names: dict[int, str] = {}
@@ -72,6 +72,8 @@ class StageTimer:
         """Time the enclosed block as ``name`` for ``frame`` (default: the current frame)."""
         f = self.frame if frame is None else frame
         if self.cuda:
+            import torch
+
             start = torch.cuda.Event(enable_timing=True)
             end = torch.cuda.Event(enable_timing=True)
             start.record()

@@ -20,15 +20,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ..errors import InputError, VostoolError
-from ..io.atomic import atomic_path, write_text_atomic
+from ..io.atomic import write_text_atomic
+from ..io.checkpoint import load_state, remove_state, save_state
 from ..io.masks import DAVIS_PALETTE, IndexMask, read_index_png
 from ..io.outputs import RESUME_DIR, BackgroundWriter, FrameOutputs, now_iso, prepare_out_dir, write_run_file
 from ..io.video import VideoFrame, VideoSource
 from ..options import OutputOptions
 from ..version import __version__
+from .device import device_type
 from .session import Session, StepResult, internal_size
 
 
@@ -82,17 +82,14 @@ def _digest(obj: Any) -> str:
 
 
 def _save_checkpoint(out: Path, state: dict[str, Any], timer_state: dict[str, Any], fingerprint: str) -> None:
-    d = out / RESUME_DIR
-    d.mkdir(exist_ok=True)
-    with atomic_path(d / "state.pt") as tmp:
-        torch.save({"session": state, "timer": timer_state, "fingerprint": fingerprint}, tmp)
+    (out / RESUME_DIR).mkdir(exist_ok=True)
+    save_state(out / RESUME_DIR / "state", {"session": state, "timer": timer_state, "fingerprint": fingerprint})
 
 
 def _load_checkpoint(out: Path, fingerprint: str) -> dict[str, Any] | None:
-    p = out / RESUME_DIR / "state.pt"
-    if not p.exists():
+    ck = load_state(out / RESUME_DIR / "state")
+    if ck is None:
         return None
-    ck = torch.load(p, map_location="cpu", weights_only=True)
     if ck.get("fingerprint") != fingerprint:
         raise InputError(
             f"--resume: {out} was made by a run with other inputs or options; rerun without --resume (with --overwrite) or use the same options"
@@ -147,7 +144,7 @@ def _fingerprint(session: Session, source: VideoSource, masks: dict[int, IndexMa
         "weights": session.weights.get("sha256") if session.weights else None,
         "size": opts.size,
         "precision": opts.precision,
-        "device": session.device.type,
+        "device": device_type(session.device),
         "method_kwargs": dict(opts.method_kwargs),
     }
 
@@ -216,7 +213,7 @@ def segment_to_folder(
         for res in session.propagate(stream, masks):
             soft = None
             if want_soft:
-                soft = (res.prob[1:].clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).cpu().numpy()
+                soft = session.arrays.scores_u8(res.prob[1:])
 
             def job(res: StepResult = res, soft: Any = soft, rgb: Any = res.frame if need_rgb else None) -> None:
                 t0 = time.perf_counter()
@@ -279,5 +276,5 @@ def segment_to_folder(
     write_text_atomic(out / "timing.json", json.dumps({"summary": summary, "frames": timer.table()}, indent=1) + "\n")
     info.update(status="complete", finished=now_iso(), frames_done=done)
     write_run_file(out, info)
-    (out / RESUME_DIR / "state.pt").unlink(missing_ok=True)
+    remove_state(out / RESUME_DIR / "state")
     return summary

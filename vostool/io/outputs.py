@@ -9,7 +9,7 @@ Layout of ``OUT/``::
     mattes/<id>/<frame>.png    optional black/white matte per object
     timing.json, timing.csv    per-frame stage times and summary (written when the run completes)
     run.json                   run status: "running", "interrupted", "failed" or "complete"
-    .resume/state.pt           session checkpoint for --resume
+    .resume/state.pt or .npz   session checkpoint for --resume (.npz: a numpy session's, without torch)
 
 Every file is written atomically, and :class:`BackgroundWriter` does the encoding in a thread so
 PNG/H.264 encoding overlaps with the frame loop.

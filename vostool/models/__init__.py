@@ -1,11 +1,21 @@
 """Stateless segmentation networks, one file per paper, and the method registry.
 
-Importing this package registers every method: each model module registers its builder with
-:func:`register_method` when it is imported here (the registry itself imports no model module).
+Each model module registers its builder with :func:`register_method` when it is imported; the
+registry imports a method's module the first time the method is asked for
+(:data:`~vostool.models.registry.METHOD_MODULES`), so importing this package loads no network
+(and no torch): the weightless ``flow`` method runs without them.
 """
 
-from . import agss, embedding, flow_propagation, ovsnet, savos  # noqa: F401  (each registers its method)
 from .base import MethodState, VOSMethod
-from .registry import MethodInfo, available_methods, create_method, method_info, register_method
+from .registry import METHOD_MODULES, MethodInfo, available_methods, create_method, method_info, register_method
 
-__all__ = ["MethodState", "VOSMethod", "MethodInfo", "available_methods", "create_method", "method_info", "register_method"]
+__all__ = [
+    "METHOD_MODULES",
+    "MethodState",
+    "VOSMethod",
+    "MethodInfo",
+    "available_methods",
+    "create_method",
+    "method_info",
+    "register_method",
+]

@@ -27,10 +27,11 @@ import abc
 import contextlib
 import dataclasses
 from collections.abc import Callable
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
-import torch
-from torch import nn
+if TYPE_CHECKING:  # torch loads with the first network: the weightless method runs without it
+    import torch
+    from torch import nn
 
 StageFn = Callable[[str], contextlib.AbstractContextManager[Any]]
 
@@ -87,6 +88,8 @@ class VOSMethod(abc.ABC, Generic[S]):
     def to(self, device: torch.device | str, *, channels_last: bool = False) -> VOSMethod:
         """Move the network to ``device`` (optionally channels_last memory format)."""
         if self.net is not None:
+            import torch
+
             self.net.to(device)
             if channels_last:
                 self.net.to(memory_format=torch.channels_last)

@@ -7,6 +7,10 @@ methods that use flow), and the keyword arguments of its ``tiny`` variant: a net
 enough for CPU tests and quick benchmarks (same modules and wiring, narrow widths). Training
 recipes are the training layer's (:data:`vostool.train.recipes.RECIPES`).
 
+The registry imports a method's module the first time the method is asked for
+(:data:`METHOD_MODULES`), so the weightless ``flow`` method runs without importing torch (1-2 s
+of a short run's start-up) and a learned method loads only its own network.
+
 A builder is a keyword-only function returning a method with a randomly initialised network
 (weights are loaded by :mod:`vostool.weights`, never here). Keyword arguments that are None are
 dropped, so unset CLI options never override a builder's defaults (the paper-size network).
@@ -16,6 +20,7 @@ builds the builder's defaults.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -61,6 +66,14 @@ class MethodInfo:
 
 _REGISTRY: dict[str, MethodInfo] = {}
 
+METHOD_MODULES = {"agss": "agss", "embedding": "embedding", "flow": "flow_propagation", "ovsnet": "ovsnet", "savos": "savos"}
+"""Method name -> the module of :mod:`vostool.models` that registers it (imported on first use)."""
+
+
+def _load(name: str) -> None:
+    if name not in _REGISTRY and name in METHOD_MODULES:
+        importlib.import_module(f"{__package__}.{METHOD_MODULES[name]}")
+
 
 def register_method(
     name: str,
@@ -90,14 +103,15 @@ def register_method(
 
 
 def available_methods() -> list[str]:
-    """Sorted names of every registered method."""
-    return sorted(_REGISTRY)
+    """Sorted names of every method (registered, or known and registered on first use)."""
+    return sorted({*METHOD_MODULES, *_REGISTRY})
 
 
 def method_info(name: str) -> MethodInfo:
     """The :class:`MethodInfo` for ``name``; raises InputError naming the choices."""
+    _load(name)
     if name not in _REGISTRY:
-        raise InputError(f"unknown method {name!r}; choose one of: {', '.join(sorted(_REGISTRY))}")
+        raise InputError(f"unknown method {name!r}; choose one of: {', '.join(available_methods())}")
     return _REGISTRY[name]
 
 
