@@ -163,3 +163,59 @@ def test_written_pngs_read_back_exactly_with_their_palette(tmp_path) -> None:
     img = Image.open(tmp_path / "g.png")
     assert img.mode == "L"
     np.testing.assert_array_equal(np.array(img), gray)
+
+
+def _png_with_filters(img: np.ndarray, kinds: list[int], colour: int) -> bytes:
+    """An 8-bit PNG of ``img`` whose row ``r`` is filtered with ``kinds[r]`` (0 None, 1 Sub, 2 Up, 4 Paeth)."""
+    import struct
+    import zlib
+
+    h, w = img.shape
+    x = img.astype(np.int16)
+    rows = []
+    for r in range(h):
+        left = np.concatenate([[0], x[r, :-1]])
+        up = x[r - 1] if r else np.zeros(w, np.int16)
+        upleft = np.concatenate([[0], up[:-1]])
+        if kinds[r] == 4:
+            p = left + up - upleft
+            pa, pb, pc = np.abs(p - left), np.abs(p - up), np.abs(p - upleft)
+            pred = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, up, upleft))
+        else:
+            pred = {0: 0 * left, 1: left, 2: up}[kinds[r]]
+        rows.append(bytes([kinds[r]]) + ((x[r] - pred) % 256).astype(np.uint8).tobytes())
+
+    def chunk(tag: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body))
+
+    plte = chunk(b"PLTE", bytes(range(256)) * 3) if colour == 3 else b""
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, colour, 0, 0, 0))
+        + plte
+        + chunk(b"IDAT", zlib.compress(b"".join(rows)))
+        + chunk(b"IEND", b"")
+    )
+
+
+def test_fast_png_decoding_equals_pil_for_every_row_filter(tmp_path) -> None:
+    """The scorer's decoder (None / Sub / Up rows, in any mix) gives PIL's samples; files it does
+    not handle (Paeth rows) are read by PIL through the same call."""
+    import io
+
+    from vostool.io.masks import decode_plane_png
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (23, 31), dtype=np.uint8)
+    img[5:15, 3:20] = 7  # runs, as masks have
+    for colour in (0, 3):
+        for kinds in ([0] * 23, [1] * 23, [2] * 23, list(rng.integers(0, 3, 23)), [2, 2, 1, 0, 2, 2, 2] + [1] * 16):
+            data = _png_with_filters(img, kinds, colour)
+            np.testing.assert_array_equal(np.array(Image.open(io.BytesIO(data))), img)  # the test's encoder is right
+            out = decode_plane_png(data)
+            assert out is not None and out.flags.writeable
+            np.testing.assert_array_equal(out, img)
+        paeth = _png_with_filters(img, [4] * 23, colour)
+        assert decode_plane_png(paeth) is None
+        (tmp_path / "p.png").write_bytes(paeth)
+        np.testing.assert_array_equal(read_index_png(tmp_path / "p.png"), img)

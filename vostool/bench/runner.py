@@ -2,7 +2,7 @@
 
 Each sequence gets a fresh session state (``session.reset()``) and a fresh stage timer. The
 masks given to the session are the benchmark's (:meth:`vostool.datasets.Dataset.given_masks`).
-While the method runs on the next sequence, the finished one is scored in a worker process.
+While the method runs on the next sequence, the finished one is scored in a worker thread.
 """
 
 from __future__ import annotations

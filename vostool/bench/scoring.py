@@ -13,18 +13,21 @@ Rules (the official semi-supervised evaluation, with its gaps filled):
   empty mask. With one object, a prediction stored as 0/255 is read as object 1.
 * A prediction of another size is an error, or with ``resize=True`` it is scaled to the
   ground truth with nearest neighbour (pixel-centre sampling, like PIL's NEAREST).
-* Every PNG is read once; sequences are scored in parallel processes; nothing is cached.
+* Every PNG is read once; sequences are scored in parallel threads; nothing is cached.
+
+Threads, not processes: the work of a frame (zlib inflation and row unfiltering of the PNGs,
+:func:`vostool.io.masks.decode_plane_png`; OpenCV's counting, gradients and dilations) runs
+with the GIL released, so threads share the cores as processes would, without the worker
+processes' start-up (a fresh interpreter importing numpy and OpenCV) or sending results back.
 """
 
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
-import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -183,7 +186,7 @@ def _read_prediction(path: Path, task: ScoreTask, shape: tuple[int, int], num_ob
 
 def score_sequence(task: ScoreTask) -> SequenceResult:
     """Score one sequence: read each ground-truth and prediction PNG once, J and F per object per frame."""
-    start, cpu = time.perf_counter(), time.process_time()
+    start, cpu = time.perf_counter(), time.thread_time()
     ann = Path(task.annotation_dir)
     res = Path(task.results_dir) / task.name
     if not res.is_dir():
@@ -214,7 +217,7 @@ def score_sequence(task: ScoreTask) -> SequenceResult:
             js[k].append(j[i])
             fs[k].append(f[i])
     results = [ObjectResult(k, frames[k], np.array(js[k], np.float64), np.array(fs[k], np.float64)) for k, _ in objects if frames[k]]
-    return SequenceResult(task.name, results, len(scored), time.perf_counter() - start, time.process_time() - cpu)
+    return SequenceResult(task.name, results, len(scored), time.perf_counter() - start, time.thread_time() - cpu)
 
 
 def make_tasks(dataset: Dataset, results_dir: str | os.PathLike[str], *, resize: bool = False) -> list[ScoreTask]:
@@ -247,41 +250,22 @@ def _scorable(seq: SequenceInfo) -> bool:
     return True
 
 
-def _init_worker() -> None:
-    cv2.setNumThreads(1)
-    # First calls load PNG support and OpenCV kernels; do it here so per-sequence timings are fair.
-    from PIL import PngImagePlugin  # noqa: F401
-
-    frame_scores(np.eye(8, dtype=np.uint8), np.eye(8, dtype=np.uint8)[::-1].copy(), [1])
-
-
-def _pool_context() -> multiprocessing.context.BaseContext:
-    # Not fork: a parent that has used OpenCV (or torch) holds thread-pool locks that a forked
-    # child would wait on forever. The fork server is a fresh process that imports this module
-    # once; workers fork from it in milliseconds.
-    if sys.platform == "win32" or "forkserver" not in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("spawn")
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload([__name__])
-    return ctx
-
-
 class Scorer:
-    """Scores sequences in worker processes as they are submitted; use as a context manager.
+    """Scores sequences in worker threads as they are submitted; use as a context manager.
 
     ``submit(task)`` returns at once (the sequence is scored in the background, so a method can
     run on the next sequence meanwhile); ``results()`` waits for all and returns them in
-    submission order. With ``workers <= 1`` scoring runs in this process.
+    submission order. With ``workers <= 1`` scoring runs in the calling thread.
     """
 
     def __init__(self, workers: int = 1) -> None:
         self.workers = max(1, int(workers))
-        self._pool: ProcessPoolExecutor | None = None
+        self._pool: ThreadPoolExecutor | None = None
         self._futures: list[Future[SequenceResult] | SequenceResult] = []
 
     def __enter__(self) -> Scorer:
         if self.workers > 1:
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=_pool_context(), initializer=_init_worker)
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="vostool-score")
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -62,7 +62,7 @@ def _default_workers() -> int:
 @click.option(
     "-o", "--output", type=click.Path(path_type=Path), help="Where the CSV/JSON reports (or speed plots) go (default: the results folder)."
 )
-@click.option("--workers", type=click.IntRange(1, 64), default=None, help="Scoring processes (default: CPU cores, at most 8).")
+@click.option("--workers", type=click.IntRange(1, 64), default=None, help="Scoring threads (default: CPU cores, at most 8).")
 @click.option(
     "--resize", is_flag=True, help="Scale predictions of another size to the ground truth (nearest neighbour) instead of failing."
 )
