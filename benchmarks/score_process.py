@@ -45,7 +45,14 @@ SEQUENCES = 20
 def build(root: Path, dest: Path) -> tuple[Path, Path, int]:
     """``(dataset root, predictions folder, frames)`` of a 20-sequence, 1,376-frame DAVIS 2016 copy."""
     names = sorted(p.name for p in (root / "Annotations" / "480p").iterdir() if p.is_dir())
-    per_seq = FRAMES // SEQUENCES
+    available = [len(list((root / "Annotations" / "480p" / names[i % len(names)]).glob("*.png"))) for i in range(SEQUENCES)]
+    counts = [0] * SEQUENCES
+    while sum(counts) < FRAMES:  # one frame at a time to the sequences that still have some
+        open_ = [i for i in range(SEQUENCES) if counts[i] < available[i]]
+        if not open_:
+            break
+        for i in open_[: FRAMES - sum(counts)]:
+            counts[i] += 1
     rng = np.random.default_rng(0)
     ds, preds = dest / "DAVIS", dest / "results"
     val = []
@@ -53,8 +60,7 @@ def build(root: Path, dest: Path) -> tuple[Path, Path, int]:
     for i in range(SEQUENCES):
         src = names[i % len(names)]
         name = f"{src}-{i // len(names)}"
-        n = per_seq + (1 if i < FRAMES - per_seq * SEQUENCES else 0)
-        stems = sorted(p.stem for p in (root / "Annotations" / "480p" / src).glob("*.png"))[:n]
+        stems = sorted(p.stem for p in (root / "Annotations" / "480p" / src).glob("*.png"))[: counts[i]]
         (ds / "Annotations" / "480p" / name).mkdir(parents=True)
         (ds / "JPEGImages" / "480p" / name).mkdir(parents=True)
         (preds / name).mkdir(parents=True)

@@ -186,3 +186,10 @@ def test_numpy_and_torch_array_operations_agree() -> None:
     ids = rng.integers(0, 4, (48, 80), dtype=np.uint8)
     np.testing.assert_array_equal(n.ids(ids, (24, 40)), t.ids(ids, (24, 40)).numpy())
     np.testing.assert_array_equal(n.scores_u8(prob), t.scores_u8(torch.from_numpy(prob)))
+
+
+@pytest.mark.skipif(__import__("vostool.inference.onnx_cpu", fromlist=["x"]).available(), reason="ONNX Runtime is installed here")
+def test_asking_for_onnx_runtime_without_it_says_how_to_install_it() -> None:
+    with pytest.raises(InputError, match=r"pip install 'vostool\[ort\]'"):
+        create_session("agss", method_kwargs={"variant": "tiny"}, weights="random", device="cpu", runtime="onnxruntime")
+    assert create_session("agss", method_kwargs={"variant": "tiny"}, weights="random", device="cpu").describe()["runtime"] == "torch"

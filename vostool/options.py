@@ -24,6 +24,9 @@ FLOW_NAMES = ("dis", "farneback", "raft-small", "raft-large")
 """Optical-flow backends (:func:`vostool.flow.create_flow`)."""
 
 PRECISION_NAMES = ("fp32", "bf16", "fp16")
+
+RUNTIME_NAMES = ("auto", "torch", "onnxruntime")
+"""What runs a network on the CPU (:attr:`RunOptions.runtime`)."""
 """Network precisions (autocast dtypes in :data:`vostool.inference.torch_ops.PRECISIONS`)."""
 
 
@@ -44,6 +47,9 @@ class RunOptions:
         resize_mask: scale masks of another size to the video instead of failing.
         channels_last: channels-last network weights on CUDA (ignored elsewhere).
         compile: ``torch.compile`` the network.
+        runtime: what runs a network on the CPU: ``auto`` (ONNX Runtime for its heavy blocks when
+            the ``ort`` extra is installed, else torch), ``torch`` or ``onnxruntime``
+            (:mod:`vostool.inference.onnx_cpu`).
         method_kwargs: builder keyword arguments (e.g. ``{"variant": "tiny"}``).
     """
 
@@ -58,6 +64,7 @@ class RunOptions:
     resize_mask: bool = False
     channels_last: bool = True
     compile: bool = False
+    runtime: str = "auto"
     method_kwargs: Mapping[str, Any] = field(default_factory=dict)
 
 

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import click
 
 from ..errors import InputError
-from ..options import FLOW_NAMES, PRECISION_NAMES, OutputOptions, RunOptions, TrainConfig, default
+from ..options import FLOW_NAMES, PRECISION_NAMES, RUNTIME_NAMES, OutputOptions, RunOptions, TrainConfig, default
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -69,8 +69,26 @@ def run_options(
             "--resize-mask", is_flag=True, default=d.resize_mask, help="Scale masks whose size differs from the video (nearest neighbour)."
         ),
         click.option("--compile", is_flag=True, default=d.compile, help="torch.compile the network (CUDA)."),
+        click.option(
+            "--runtime",
+            type=click.Choice(RUNTIME_NAMES),
+            default=d.runtime,
+            show_default=True,
+            help="What runs the network on the CPU: auto = ONNX Runtime for its heavy blocks when installed (pip install 'vostool[ort]').",
+        ),
     ]
-    fields = ("method",) * method + ("flow", "weights", "flow_weights", "offline", "device", "precision", "size", "resize_mask", "compile")
+    fields = ("method",) * method + (
+        "flow",
+        "weights",
+        "flow_weights",
+        "offline",
+        "device",
+        "precision",
+        "size",
+        "resize_mask",
+        "compile",
+        "runtime",
+    )
     return _grouped(RunOptions, "run", options, fields)
 
 

@@ -21,6 +21,7 @@ is never imported (it would take longer than the whole run of a short clip).
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
@@ -35,7 +36,7 @@ from ..flow import FlowEstimator
 from ..io.masks import IndexMask
 from ..io.video import VideoFrame
 from ..models.base import VOSMethod
-from ..options import PRECISION_NAMES, RunOptions
+from ..options import PRECISION_NAMES, RUNTIME_NAMES, RunOptions
 from .device import device_type, resolve_device
 from .objects import ObjectManager
 from .timing import StageTimer
@@ -196,10 +197,31 @@ class Session:
 
             self.arrays = TorchOps(resolve_device(options.device))
         self.device = self.arrays.device
+        self.accelerator = self._onnx_runtime()
         self.weights = weights
         self.reset()
         if timer is not None:
             self.timer = timer
+
+    def _onnx_runtime(self) -> Any:
+        """The :class:`~vostool.inference.onnx_cpu.Accelerator` of a network run by ONNX Runtime
+        on the CPU, or None (``options.runtime``; fp32 only, not with ``compile``)."""
+        runtime = self.options.runtime
+        if runtime not in RUNTIME_NAMES:
+            raise InputError(f"unknown runtime {runtime!r}; choose one of: {', '.join(RUNTIME_NAMES)}")
+        if runtime == "torch" or self.arrays.kind != "torch" or self.method.net is None:
+            return None
+        from . import onnx_cpu
+
+        usable = device_type(self.device) == "cpu" and self.precision == "fp32" and not self.options.compile
+        if runtime == "onnxruntime":
+            if not onnx_cpu.available():
+                raise InputError("--runtime onnxruntime needs ONNX Runtime: pip install 'vostool[ort]' (onnxruntime and onnx)")
+            if not usable:
+                raise InputError(
+                    "--runtime onnxruntime runs fp32 networks on the CPU (without --compile); use --device cpu --precision fp32"
+                )
+        return onnx_cpu.Accelerator(self.method.net) if usable and onnx_cpu.available() else None
 
     @property
     def size(self) -> int | None:
@@ -212,9 +234,11 @@ class Session:
 
     def describe(self) -> dict[str, Any]:
         """What runs: method, flow, weights of both, parameter count, array kind (for reports)."""
+        acc = self.accelerator
         return {
             "method": self.method.name,
             "arrays": self.arrays.kind,
+            "runtime": f"onnxruntime ({len(acc.blocks)} blocks), torch" if acc is not None and acc.blocks else "torch",
             "flow": self.flow_estimator.name if self.flow_estimator is not None else None,
             "weights": self.weights,
             "flow_weights": self.flow_estimator.weights if self.flow_estimator is not None else None,
@@ -325,6 +349,29 @@ class Session:
         hw = (int(image.shape[-2]), int(image.shape[-1])) if self.arrays.kind == "torch" else image.shape[:2]
         k = self.objects.num_objects
 
+        acc = self.accelerator
+        watch = acc.watch() if acc is not None and not acc.done and k > 0 else contextlib.nullcontext()
+        with watch:  # the first frame the network runs on shows the accelerator which blocks to move
+            prob = self._network_step(inputs, mask, hw_in, hw, k)
+
+        if inputs.prep is not None:
+            self.prev_prep = inputs.prep
+        self.prev_prob = prob
+        self.index += 1
+
+        out = prob
+        if hw != hw_in:
+            out = self.arrays.resize(prob, hw_in)
+        slots = self.arrays.argmax(out)
+        lut = self.objects.slot_to_id_lut()
+        ids = slots if np.array_equal(lut, np.arange(len(lut))) else lut[slots]
+        return StepResult(t, ids, out, list(self.objects.ids), name, frame, time.perf_counter() - started)
+
+    def _network_step(
+        self, inputs: FrameInputs, mask: np.ndarray | IndexMask | None, hw_in: tuple[int, int], hw: tuple[int, int], k: int
+    ) -> Any:
+        """Warp, predict, merge given masks (memorize), update: the frame's probabilities at ``hw``."""
+        timer, image = self.timer, inputs.image
         prob: Any = None
         if k > 0:
             if self.method.uses_flow and self.prev_prob is not None:
@@ -350,19 +397,7 @@ class Session:
         assert prob is not None
         with self._network():
             self.method.update(self.state, image, prob)
-
-        if inputs.prep is not None:
-            self.prev_prep = inputs.prep
-        self.prev_prob = prob
-        self.index += 1
-
-        out = prob
-        if hw != hw_in:
-            out = self.arrays.resize(prob, hw_in)
-        slots = self.arrays.argmax(out)
-        lut = self.objects.slot_to_id_lut()
-        ids = slots if np.array_equal(lut, np.arange(len(lut))) else lut[slots]
-        return StepResult(t, ids, out, list(self.objects.ids), name, frame, time.perf_counter() - started)
+        return prob
 
     def propagate(self, frames: Iterable[np.ndarray | VideoFrame], masks: Mapping[int, np.ndarray | IndexMask]) -> Iterator[StepResult]:
         """The frame loop: a generator that segments ``frames`` in order and yields one

@@ -1,0 +1,61 @@
+"""ONNX Runtime for a network's heavy blocks on the CPU: which blocks move, and that a session
+gives the masks torch gives (skipped without the ``ort`` extra)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from synthetic_videos import moving_objects
+from vostool import create_session
+from vostool.inference import onnx_cpu
+
+pytestmark = pytest.mark.skipif(not onnx_cpu.available(), reason="onnxruntime and onnx are not installed (the ort extra)")
+
+
+class Toy(nn.Module):
+    """``body`` is called whole from ``run``; ``head``'s child ``conv`` is also called on its own."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1))
+        self.head = nn.Sequential(nn.Conv2d(16, 16, 3, padding=1), nn.ReLU())
+
+    def run(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.body(x)
+        return self.head(y) + self.head[0](y)
+
+
+def test_blocks_called_whole_move_to_onnx_runtime_and_give_torch_results(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("VOSTOOL_CACHE", str(tmp_path))
+    torch.manual_seed(0)
+    net = Toy().eval()
+    x = torch.rand(2, 3, 24, 32)
+    with torch.inference_mode():
+        expected = net.run(x)
+        acc = onnx_cpu.Accelerator(net, threads=1)
+        with acc.watch():
+            net.run(x)
+        # head's conv is called outside head's forward: head cannot go whole, its conv can
+        assert acc.blocks == ["body", "head.0"] and isinstance(net.body, onnx_cpu.OrtBlock)
+        for _ in range(2):
+            torch.testing.assert_close(net.run(x), expected, atol=1e-4, rtol=1e-4)
+        assert net.body.exported_shapes == 1 and len(list((tmp_path / "onnx").glob("*.onnx"))) == 2
+        torch.testing.assert_close(net.run(x[:1]), expected[:1], atol=1e-4, rtol=1e-4)  # a new shape: exported once more
+        assert net.body.exported_shapes == 2
+
+
+def test_a_session_on_onnx_runtime_gives_the_masks_of_torch(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("VOSTOOL_CACHE", str(tmp_path))
+    frames, masks = moving_objects(8, 96, 128, objects=2)
+    runs = {}
+    for runtime in ("torch", "onnxruntime"):
+        torch.manual_seed(0)
+        s = create_session("agss", method_kwargs={"variant": "tiny"}, weights="random", device="cpu", runtime=runtime)
+        runs[runtime] = [r for r in s.propagate(frames, {0: masks[0]})]
+        assert s.describe()["runtime"].startswith("onnxruntime (") == (runtime == "onnxruntime")
+    for a, b in zip(runs["torch"], runs["onnxruntime"]):
+        assert (a.ids != b.ids).mean() < 1e-3
+        np.testing.assert_allclose(a.prob.numpy(), b.prob.numpy(), atol=1e-3)
