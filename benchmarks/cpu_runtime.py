@@ -1,6 +1,6 @@
 """Frames per second of a learned method on the CPU through the real session (flow, warp,
 network, aggregation), with the network run by torch or by ONNX Runtime
-(:mod:`vostool.inference.onnx_cpu`), at 1, 2, 4 and 8 objects.
+(:mod:`vostool.inference.blocks`), at 1, 2, 4 and 8 objects.
 
 Each cell: a synthetic clip (:func:`vostool.datasets.speed_clip`) at ``--size`` (shorter side;
 16:9), ``--warmup`` frames untimed (the first network frame is where ONNX Runtime blocks are

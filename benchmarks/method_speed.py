@@ -111,8 +111,8 @@ def _session_runs(
             pass
         session.timer = StageTimer(device, method.stages)
         t0 = time.perf_counter()
-        for _ in stream:
-            pass
+        for res in stream:
+            res.ids  # noqa: B018  (waits for the masks on the host)
         fps.append(args.frames / (time.perf_counter() - t0))
         for s, v in session.timer.summary()["stages"].items():
             per_stage.setdefault(s, []).append(v["median_ms"])

@@ -188,7 +188,7 @@ def test_numpy_and_torch_array_operations_agree() -> None:
     np.testing.assert_array_equal(n.scores_u8(prob), t.scores_u8(torch.from_numpy(prob)))
 
 
-@pytest.mark.skipif(__import__("vostool.inference.onnx_cpu", fromlist=["x"]).available(), reason="ONNX Runtime is installed here")
+@pytest.mark.skipif(__import__("vostool.inference.blocks", fromlist=["x"]).available(), reason="ONNX Runtime is installed here")
 def test_asking_for_onnx_runtime_without_it_says_how_to_install_it() -> None:
     with pytest.raises(InputError, match=r"pip install 'vostool\[ort\]'"):
         create_session("agss", method_kwargs={"variant": "tiny"}, weights="random", device="cpu", runtime="onnxruntime")

@@ -46,10 +46,10 @@ class RunOptions:
         precision: one of :data:`PRECISION_NAMES` (CUDA autocast around the network).
         resize_mask: scale masks of another size to the video instead of failing.
         channels_last: channels-last network weights on CUDA (ignored elsewhere).
-        compile: ``torch.compile`` the network.
+        compile: ``torch.compile`` the network's blocks (:mod:`vostool.inference.blocks`).
         runtime: what runs a network on the CPU: ``auto`` (ONNX Runtime for its heavy blocks when
             the ``ort`` extra is installed, else torch), ``torch`` or ``onnxruntime``
-            (:mod:`vostool.inference.onnx_cpu`).
+            (:mod:`vostool.inference.blocks`).
         method_kwargs: builder keyword arguments (e.g. ``{"variant": "tiny"}``).
     """
 

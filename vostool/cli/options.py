@@ -68,7 +68,12 @@ def run_options(
         click.option(
             "--resize-mask", is_flag=True, default=d.resize_mask, help="Scale masks whose size differs from the video (nearest neighbour)."
         ),
-        click.option("--compile", is_flag=True, default=d.compile, help="torch.compile the network (CUDA)."),
+        click.option(
+            "--compile",
+            is_flag=True,
+            default=d.compile,
+            help="torch.compile the network's blocks (static shapes; the first frames take longer).",
+        ),
         click.option(
             "--runtime",
             type=click.Choice(RUNTIME_NAMES),

@@ -109,12 +109,8 @@ def create_session(
         est = flow_estimator if flow_estimator is not None else create_flow(name, weights=options.flow_weights, offline=options.offline)
     session = Session(built, est, options, weights=weights_info, arrays=arrays)
     if session.arrays.kind == "torch":  # a numpy session (weightless method, OpenCV flow) needs no device
-        import torch
-
         dev = session.device
         built.to(dev, channels_last=options.channels_last and dev.type == "cuda").eval()
-        if options.compile and built.net is not None:
-            built.net = torch.compile(built.net)  # type: ignore[assignment]
         if est is not None:
             est.to(dev)
     return session

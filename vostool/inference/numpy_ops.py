@@ -13,6 +13,15 @@ import numpy as np
 from ..flow.remap import remap_warp
 
 
+def resize_rgb(rgb: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """``(H, W, 3)`` uint8 -> ``(h, w, 3)`` uint8 (area-averaged when smaller; unchanged at ``(H, W)``)."""
+    rgb = np.ascontiguousarray(rgb)
+    if hw == rgb.shape[:2]:
+        return rgb
+    smaller = hw[0] * hw[1] < rgb.shape[0] * rgb.shape[1]
+    return cv2.resize(rgb, (hw[1], hw[0]), interpolation=cv2.INTER_AREA if smaller else cv2.INTER_LINEAR)
+
+
 class NumpyOps:
     """Numpy arrays on the host: images ``(h, w, 3)`` uint8 RGB, probabilities ``(C, h, w)`` float32."""
 
@@ -26,12 +35,8 @@ class NumpyOps:
         return contextlib.nullcontext()
 
     def image(self, rgb: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-        """``(H, W, 3)`` uint8 -> ``(h, w, 3)`` uint8 (area-averaged when smaller)."""
-        rgb = np.ascontiguousarray(rgb)
-        if hw == rgb.shape[:2]:
-            return rgb
-        smaller = hw[0] * hw[1] < rgb.shape[0] * rgb.shape[1]
-        return cv2.resize(rgb, (hw[1], hw[0]), interpolation=cv2.INTER_AREA if smaller else cv2.INTER_LINEAR)
+        """``(H, W, 3)`` uint8 -> ``(h, w, 3)`` uint8 (:func:`resize_rgb`)."""
+        return resize_rgb(rgb, hw)
 
     def zeros(self, shape: tuple[int, ...]) -> np.ndarray:
         return np.zeros(shape, np.float32)

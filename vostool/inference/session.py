@@ -38,6 +38,7 @@ from ..io.video import VideoFrame
 from ..models.base import VOSMethod
 from ..options import PRECISION_NAMES, RUNTIME_NAMES, RunOptions
 from .device import device_type, resolve_device
+from .numpy_ops import resize_rgb
 from .objects import ObjectManager
 from .timing import StageTimer
 
@@ -93,7 +94,7 @@ class _FlowAhead:
         index = session.index
         try:
             for f in frames:
-                inputs = session.prepare(f.rgb if isinstance(f, VideoFrame) else f, previous, index)
+                inputs = session.prepare(f.rgb if isinstance(f, VideoFrame) else f, previous, index, image=session.arrays.kind == "numpy")
                 previous, index = inputs.prep, index + 1
                 if not self._put((f, inputs)):
                     return
@@ -132,23 +133,32 @@ class StepResult:
 
     Attributes:
         index: frame index (0-based).
-        ids: ``(H, W)`` uint8 object ids at the input resolution.
+        ids: ``(H, W)`` uint8 object ids at the input resolution (a property: a CUDA session
+            hands them over while their copy to the host is in flight, ``host_ids``).
         prob: ``(K + 1, H, W)`` float32 probabilities over [background, objects in
             ``object_ids`` order] at the input resolution: a tensor on the session's device, or
             a numpy array for a numpy session (:attr:`Session.arrays`).
         object_ids: the object id of each slot 1..K.
         name: the frame's name (file stem), when it was given.
         frame: the ``(H, W, 3)`` uint8 RGB input frame (the array passed in, not a copy).
-        seconds: wall-clock seconds the step took (input to result on the host).
+        seconds: wall-clock seconds the step took on the host (on CUDA the GPU may still be
+            working on it: time a CUDA run by the wall clock around reading ``ids``).
     """
 
     index: int
-    ids: np.ndarray
+    host_ids: Any
     prob: Any
     object_ids: list[int] = field(default_factory=list)
     name: str | None = None
     frame: np.ndarray | None = None
     seconds: float = 0.0
+
+    @property
+    def ids(self) -> np.ndarray:
+        """``(H, W)`` uint8 object ids (on CUDA, reading them waits for their copy to the host)."""
+        if not isinstance(self.host_ids, np.ndarray):
+            self.host_ids = self.host_ids.get()
+        return self.host_ids
 
 
 class Session:
@@ -197,31 +207,35 @@ class Session:
 
             self.arrays = TorchOps(resolve_device(options.device))
         self.device = self.arrays.device
-        self.accelerator = self._onnx_runtime()
+        self.accelerator = self._accelerator()
         self.weights = weights
         self.reset()
         if timer is not None:
             self.timer = timer
 
-    def _onnx_runtime(self) -> Any:
-        """The :class:`~vostool.inference.onnx_cpu.Accelerator` of a network run by ONNX Runtime
-        on the CPU, or None (``options.runtime``; fp32 only, not with ``compile``)."""
+    def _accelerator(self) -> Any:
+        """The :class:`~vostool.inference.blocks.Accelerator` of the network, or None: its blocks
+        compiled (``options.compile``), or run by ONNX Runtime (``options.runtime``; fp32 on the CPU)."""
         runtime = self.options.runtime
         if runtime not in RUNTIME_NAMES:
             raise InputError(f"unknown runtime {runtime!r}; choose one of: {', '.join(RUNTIME_NAMES)}")
-        if runtime == "torch" or self.arrays.kind != "torch" or self.method.net is None:
+        if self.arrays.kind != "torch" or self.method.net is None:
             return None
-        from . import onnx_cpu
+        from . import blocks
 
-        usable = device_type(self.device) == "cpu" and self.precision == "fp32" and not self.options.compile
+        if self.options.compile:
+            if runtime == "onnxruntime":
+                raise InputError("--compile and --runtime onnxruntime exclude each other; choose one")
+            return blocks.Accelerator(self.method.net, "compile")
+        if runtime == "torch":
+            return None
+        usable = device_type(self.device) == "cpu" and self.precision == "fp32"
         if runtime == "onnxruntime":
-            if not onnx_cpu.available():
+            if not blocks.available():
                 raise InputError("--runtime onnxruntime needs ONNX Runtime: pip install 'vostool[ort]' (onnxruntime and onnx)")
             if not usable:
-                raise InputError(
-                    "--runtime onnxruntime runs fp32 networks on the CPU (without --compile); use --device cpu --precision fp32"
-                )
-        return onnx_cpu.Accelerator(self.method.net) if usable and onnx_cpu.available() else None
+                raise InputError("--runtime onnxruntime runs fp32 networks on the CPU; use --device cpu --precision fp32")
+        return blocks.Accelerator(self.method.net) if usable and blocks.available() else None
 
     @property
     def size(self) -> int | None:
@@ -238,7 +252,7 @@ class Session:
         return {
             "method": self.method.name,
             "arrays": self.arrays.kind,
-            "runtime": f"onnxruntime ({len(acc.blocks)} blocks), torch" if acc is not None and acc.blocks else "torch",
+            "runtime": f"{acc.backend} ({len(acc.blocks)} blocks), torch" if acc is not None and acc.blocks else "torch",
             "flow": self.flow_estimator.name if self.flow_estimator is not None else None,
             "weights": self.weights,
             "flow_weights": self.flow_estimator.weights if self.flow_estimator is not None else None,
@@ -293,21 +307,27 @@ class Session:
         return prob, new_slots
 
     # ------------------------------------------------------------------ the step
-    def prepare(self, frame: np.ndarray, previous: Any = None, index: int | None = None) -> FrameInputs:
+    def prepare(self, frame: np.ndarray, previous: Any = None, index: int | None = None, *, image: bool = True) -> FrameInputs:
         """What ``frame`` needs before its probabilities, from the frames alone: the internal-size
         image, the flow input, and the flow to the ``previous`` flow input (when given).
-        :meth:`propagate` computes it a few frames ahead in a thread; :meth:`step` when not given.
-        ``index`` is the frame's index for the timing report (default: the next frame)."""
+
+        OpenCV flow is computed from the frame on the host (resized there), whatever the
+        session's device, so a CUDA session never brings frames back for it. :meth:`propagate`
+        computes the host part a few frames ahead in a thread (``image=False``: the image on
+        the device is made by the loop); :meth:`step` computes it all when not given.
+        ``index`` is the frame's index for the timing report (default: the next frame).
+        """
         hw_in = (int(frame.shape[0]), int(frame.shape[1]))
         w, h = internal_size(hw_in[1], hw_in[0], self.size)
-        image = self.arrays.image(frame, (h, w))
         est = self.flow_estimator if self.method.uses_flow else None
+        host = resize_rgb(frame, (h, w)) if self.arrays.kind == "numpy" or (est is not None and est.host_arrays) else None
+        img = host if self.arrays.kind == "numpy" else (self.arrays.image(frame, (h, w)) if image else None)
         if est is None:
-            return FrameInputs(hw_in, image)
+            return FrameInputs(hw_in, img)
         with self.timer.stage("flow", self.index if index is None else index):
-            prep = est.prepare(image)
+            prep = est.prepare(host if est.host_arrays else img)
             fl = None if previous is None or previous.shape != prep.shape else est.flow(prep, previous)
-        return FrameInputs(hw_in, image, prep, fl, previous)
+        return FrameInputs(hw_in, img, prep, fl, previous)
 
     def step(
         self, frame: np.ndarray, mask: np.ndarray | IndexMask | None = None, *, name: str | None = None, inputs: FrameInputs | None = None
@@ -345,6 +365,9 @@ class Session:
             raise InputError("the first frame needs a mask (give --mask for frame 0)")
         if inputs is None or inputs.size != hw_in:
             inputs = self.prepare(frame, self.prev_prep if self.prev_prob is not None else None)
+        if inputs.image is None:
+            w, h = internal_size(hw_in[1], hw_in[0], self.size)
+            inputs.image = self.arrays.image(frame, (h, w))
         image = inputs.image
         hw = (int(image.shape[-2]), int(image.shape[-1])) if self.arrays.kind == "torch" else image.shape[:2]
         k = self.objects.num_objects
@@ -362,10 +385,11 @@ class Session:
         out = prob
         if hw != hw_in:
             out = self.arrays.resize(prob, hw_in)
-        slots = self.arrays.argmax(out)
+        slots = self.arrays.argmax(out)  # on CUDA still on its way to the host: StepResult.ids waits for it
         lut = self.objects.slot_to_id_lut()
-        ids = slots if np.array_equal(lut, np.arange(len(lut))) else lut[slots]
-        return StepResult(t, ids, out, list(self.objects.ids), name, frame, time.perf_counter() - started)
+        if not np.array_equal(lut, np.arange(len(lut))):
+            slots = slots.map(lut.__getitem__) if hasattr(slots, "map") else lut[slots]
+        return StepResult(t, slots, out, list(self.objects.ids), name, frame, time.perf_counter() - started)
 
     def _network_step(
         self, inputs: FrameInputs, mask: np.ndarray | IndexMask | None, hw_in: tuple[int, int], hw: tuple[int, int], k: int
@@ -404,9 +428,9 @@ class Session:
         :class:`StepResult` per frame. Every user of vostool (writing an output folder, the
         benchmark, speed sweeps, training validation) consumes this one loop.
 
-        A numpy session computes each frame's flow (:meth:`prepare`, which needs the frames
-        only) a few frames ahead in a thread, so on two cores the flow of the next frame
-        overlaps the warp and aggregation of this one (OpenCV releases the GIL).
+        With OpenCV flow, each frame's flow (:meth:`prepare`, which needs the frames only) is
+        computed a few frames ahead in a thread, so it overlaps the warp, network and
+        aggregation of the frame before (OpenCV releases the GIL).
 
         Args:
             frames: the frames from :attr:`index` on: ``(H, W, 3)`` uint8 RGB arrays, or
@@ -415,7 +439,8 @@ class Session:
                 from the start of the video, so a session restored by :meth:`load_state_dict`
                 continues with the masks of the frames still to come.
         """
-        ahead = _FlowAhead(self, frames) if self.arrays.kind == "numpy" and self.method.uses_flow else None
+        est = self.flow_estimator if self.method.uses_flow else None
+        ahead = _FlowAhead(self, frames) if est is not None and (self.arrays.kind == "numpy" or est.host_arrays) else None
         try:
             for f, inputs in ahead if ahead is not None else ((f, None) for f in frames):
                 rgb, name = (f.rgb, f.name) if isinstance(f, VideoFrame) else (f, None)
@@ -447,8 +472,11 @@ class Session:
         self.index = int(sd["index"])
         self.objects = ObjectManager(list(sd["object_ids"]))
         self.prev_prob = _map_leaves(sd["prev_prob"], put)
-        flow_dev = self.flow_estimator.prep_device if self.flow_estimator is not None else self.device
-        self.prev_prep = _map_leaves(sd.get("prev_prep"), lambda v: put(v, flow_dev))
+        est = self.flow_estimator
+        if est is not None and est.host_arrays:  # OpenCV's flow input stays a host array
+            self.prev_prep = _map_leaves(sd.get("prev_prep"), lambda v: np.asarray(v) if hasattr(v, "__array__") else v)
+        else:
+            self.prev_prep = _map_leaves(sd.get("prev_prep"), lambda v: put(v, est.prep_device if est is not None else None))
         self.input_size = tuple(sd["input_size"]) if sd.get("input_size") else None  # type: ignore[assignment]
         self.state = self.method.load_state(_map_leaves(sd["method_state"], put))
 

@@ -32,13 +32,45 @@ def channel_argmax(prob: torch.Tensor) -> torch.Tensor:
     return idx
 
 
+class PendingHost:
+    """A device-to-host copy in flight: :meth:`get` waits for it, in whichever thread asks (the
+    frame loop on CUDA never waits for the GPU; the writer thread does)."""
+
+    def __init__(self, host: torch.Tensor, event: Any, then: Any = None) -> None:
+        self._host, self._event, self._then = host, event, then
+
+    def map(self, fn: Any) -> PendingHost:
+        """The same copy, with ``fn`` applied to the array when it arrives."""
+        return PendingHost(self._host, self._event, fn if self._then is None else (lambda a, f=self._then: fn(f(a))))
+
+    def get(self) -> np.ndarray:
+        self._event.synchronize()
+        a = self._host.numpy()
+        return a if self._then is None else self._then(a)
+
+
 class TorchOps:
-    """Tensors on ``device``: images ``(1, 3, h, w)`` float32 in [0, 1], probabilities ``(C, h, w)``."""
+    """Tensors on ``device``: images ``(1, 3, h, w)`` float32 in [0, 1], probabilities ``(C, h, w)``.
+
+    On CUDA, arrays go up from pinned host memory and come back into it asynchronously
+    (:meth:`upload`, :meth:`argmax`): the frame loop issues work and never waits for the GPU.
+    """
 
     kind = "torch"
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
+        self.cuda = device.type == "cuda"
+
+    def upload(self, a: np.ndarray) -> torch.Tensor:
+        """A host array on the device (on CUDA through pinned memory, without waiting; torch's
+        caching host allocator keeps the pinned block until the copy has run)."""
+        t = torch.from_numpy(np.ascontiguousarray(a))
+        if not self.cuda:
+            return t.to(self.device)
+        staged = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+        staged.copy_(t)
+        return staged.to(self.device, non_blocking=True)
 
     def inference(self) -> contextlib.AbstractContextManager[Any]:
         return torch.inference_mode()
@@ -49,8 +81,7 @@ class TorchOps:
 
     def image(self, rgb: np.ndarray, hw: tuple[int, int]) -> torch.Tensor:
         """``(H, W, 3)`` uint8 -> ``(1, 3, h, w)`` float32 in [0, 1] (antialiased bilinear resize)."""
-        t = torch.from_numpy(np.ascontiguousarray(rgb)).to(self.device, non_blocking=True)
-        img = t.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+        img = self.upload(rgb).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
         if hw != tuple(img.shape[-2:]):
             img = F.interpolate(img, size=hw, mode="bilinear", align_corners=False, antialias=True).clamp_(0.0, 1.0)
         return img
@@ -60,12 +91,15 @@ class TorchOps:
 
     def ids(self, ids: np.ndarray, hw: tuple[int, int]) -> torch.Tensor:
         """``(H, W)`` uint8 object ids -> ``(h, w)`` uint8 on the device (nearest neighbour)."""
-        t = torch.from_numpy(ids).to(self.device)
+        t = self.upload(ids)
         if tuple(t.shape) != hw:
             t = F.interpolate(t[None, None].float(), size=hw, mode="nearest")[0, 0].to(torch.uint8)
         return t
 
-    def warp(self, x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    def warp(self, x: torch.Tensor, flow: Any) -> torch.Tensor:
+        """Backward warp by ``flow``: ``(2, H, W)`` tensor, or OpenCV's ``(H, W, 2)`` array."""
+        if isinstance(flow, np.ndarray):
+            flow = self.upload(flow).permute(2, 0, 1)
         return backward_warp(x, flow.to(self.device))
 
     def float32(self, x: torch.Tensor) -> torch.Tensor:
@@ -78,16 +112,25 @@ class TorchOps:
         """``(C, h, w)`` -> ``(C, H, W)`` bilinear (pixel centres aligned)."""
         return F.interpolate(prob[None], size=hw, mode="bilinear", align_corners=False)[0]
 
-    def argmax(self, prob: torch.Tensor) -> np.ndarray:
-        """``(C, H, W)`` -> ``(H, W)`` uint8 channel index on the host."""
-        return channel_argmax(prob).cpu().numpy()
+    def argmax(self, prob: torch.Tensor) -> np.ndarray | PendingHost:
+        """``(C, H, W)`` -> ``(H, W)`` uint8 channel index on the host (on CUDA: on its way there)."""
+        idx = channel_argmax(prob)
+        if not self.cuda:
+            return idx.cpu().numpy()
+        host = torch.empty(idx.shape, dtype=torch.uint8, pin_memory=True)
+        host.copy_(idx, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        return PendingHost(host, event)
 
     def scores_u8(self, prob: torch.Tensor) -> np.ndarray:
         """Probabilities -> uint8 ``round(p x 255)`` on the host."""
         return (prob.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).cpu().numpy()
 
     def to_host(self, v: Any) -> Any:
-        """A tensor as a CPU copy (for checkpoints); anything else unchanged."""
+        """A CPU tensor copy of a tensor or array (checkpoints hold tensors only); anything else unchanged."""
+        if isinstance(v, np.ndarray):
+            return torch.from_numpy(v.copy())
         return v.detach().cpu().clone() if isinstance(v, torch.Tensor) else v
 
     def from_host(self, v: Any, device: Any = None) -> Any:

@@ -1,5 +1,5 @@
-"""ONNX Runtime for a network's heavy blocks on the CPU: which blocks move, and that a session
-gives the masks torch gives (skipped without the ``ort`` extra)."""
+"""A network's heavy blocks: which are chosen, that ONNX Runtime gives torch's results and a
+session torch's masks (skipped without the ``ort`` extra), and that --compile compiles them."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from torch import nn
 
 from synthetic_videos import moving_objects
 from vostool import create_session
-from vostool.inference import onnx_cpu
+from vostool.inference import blocks
 
-pytestmark = pytest.mark.skipif(not onnx_cpu.available(), reason="onnxruntime and onnx are not installed (the ort extra)")
+needs_ort = pytest.mark.skipif(not blocks.available(), reason="onnxruntime and onnx are not installed (the ort extra)")
 
 
 class Toy(nn.Module):
@@ -28,18 +28,19 @@ class Toy(nn.Module):
         return self.head(y) + self.head[0](y)
 
 
+@needs_ort
 def test_blocks_called_whole_move_to_onnx_runtime_and_give_torch_results(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("VOSTOOL_CACHE", str(tmp_path))
     torch.manual_seed(0)
     net = Toy().eval()
-    x = torch.rand(2, 3, 24, 32)
+    x = torch.rand(2, 3, 48, 64)
     with torch.inference_mode():
         expected = net.run(x)
-        acc = onnx_cpu.Accelerator(net, threads=1)
+        acc = blocks.Accelerator(net, threads=1)
         with acc.watch():
             net.run(x)
         # head's conv is called outside head's forward: head cannot go whole, its conv can
-        assert acc.blocks == ["body", "head.0"] and isinstance(net.body, onnx_cpu.OrtBlock)
+        assert acc.blocks == ["body", "head.0"] and isinstance(net.body, blocks.OrtBlock)
         for _ in range(2):
             torch.testing.assert_close(net.run(x), expected, atol=1e-4, rtol=1e-4)
         assert net.body.exported_shapes == 1 and len(list((tmp_path / "onnx").glob("*.onnx"))) == 2
@@ -47,6 +48,7 @@ def test_blocks_called_whole_move_to_onnx_runtime_and_give_torch_results(tmp_pat
         assert net.body.exported_shapes == 2
 
 
+@needs_ort
 def test_a_session_on_onnx_runtime_gives_the_masks_of_torch(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("VOSTOOL_CACHE", str(tmp_path))
     frames, masks = moving_objects(8, 96, 128, objects=2)
@@ -59,3 +61,13 @@ def test_a_session_on_onnx_runtime_gives_the_masks_of_torch(tmp_path, monkeypatc
     for a, b in zip(runs["torch"], runs["onnxruntime"]):
         assert (a.ids != b.ids).mean() < 1e-3
         np.testing.assert_allclose(a.prob.numpy(), b.prob.numpy(), atol=1e-3)
+
+
+def test_compile_backend_compiles_the_same_blocks_in_place() -> None:
+    torch.manual_seed(0)
+    net = Toy().eval()
+    x = torch.rand(1, 3, 64, 64)
+    acc = blocks.Accelerator(net, "compile")
+    with torch.inference_mode(), acc.watch():
+        net.run(x)
+    assert acc.blocks == ["body", "head.0"] and net.body._compiled_call_impl is not None

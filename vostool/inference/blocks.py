@@ -1,22 +1,30 @@
-"""ONNX Runtime for the heavy blocks of a network on the CPU, exported from the torch modules
-themselves (the torch network stays the one source of truth).
+"""Running the heavy blocks of a network faster: with ONNX Runtime on the CPU, or compiled by
+``torch.compile`` (``--compile``); the torch network stays the one source of truth.
+
+A method's per-frame rule calls its network through several entry points with Python between
+them (AGSS-VOS: ``instance_agnostic``, ``instance_specific``, ``decode``), so neither a whole
+method nor the network's ``forward`` (which the rule never calls) can be exported or compiled.
+:class:`Accelerator` watches one real frame (``predict`` and ``update``) and picks the *blocks*:
+the submodules that carry the multiply-accumulates (or the time) and are only ever called as a
+whole (a module none of whose submodules is called from outside it). Then, per backend:
+
+* ``onnxruntime``: each block is exported for the exact input shapes it was called with,
+  checked against torch on those inputs, and replaced by an :class:`OrtBlock`; a call with other
+  shapes (objects added) exports once more, any failure keeps that block in torch.
+* ``compile``: each block is compiled in place (``nn.Module.compile``, static shapes).
 
 On the CPU, ONNX Runtime runs convolutional blocks 1.4-2.4x faster than eager PyTorch: it
 folds BatchNorm into the convolutions, fuses the activations and keeps its own blocked layout
 (measured, one thread: shipped AGSS-VOS at 448x256 72 ms vs 104 ms; MobileNetV2 features 21 ms
-vs 51 ms). A method's per-frame rule calls its network through several entry points with
-Python between them, so whole methods are not exported: :class:`Accelerator` watches one real
-frame (``predict`` and ``update``), picks the blocks that carry the multiply-accumulates and are
-called only as a whole (a module whose submodules are never called from outside it), exports
-each for the exact input shapes it was called with, checks its output against torch on those
-inputs, and puts an :class:`OrtBlock` in its place. A call with other shapes (objects added)
-exports once more; any failure keeps that block in torch.
+vs 51 ms).
 
 Exported files are cached under ``$VOSTOOL_CACHE/onnx`` (``~/.cache/vostool/onnx``), named
 by a hash of the module's class, weights, input shapes and the torch / ONNX Runtime versions,
 so only the first run of a network pays the export (a second or two per block).
 
-Needs the ``ort`` extra (``onnxruntime`` and ``onnx``); without it torch runs everything.
+ONNX Runtime needs the ``ort`` extra (``onnxruntime`` and ``onnx``); without it torch runs
+everything. Compiled blocks run without CUDA graphs: their outputs may be kept in a method's
+per-video state (AGSS-VOS's reference features), which a graph replay would overwrite.
 """
 
 from __future__ import annotations
@@ -42,9 +50,11 @@ from ..io.atomic import write_bytes_atomic
 log = logging.getLogger(__name__)
 
 MIN_SHARE = 0.01
-"""Blocks with less than this share of a frame's multiply-accumulates and of its time stay in
-torch (a call into ONNX Runtime costs tens of microseconds). Time counts too: torch's CPU max
-pooling, with no multiply-accumulates, took 9 % of a shipped AGSS-VOS frame."""
+"""Blocks with less than this share of a frame's multiply-accumulates stay in torch (a call into
+ONNX Runtime costs tens of microseconds), unless they take :data:`MIN_TIME_SHARE` of its time."""
+MIN_TIME_SHARE = 0.05
+"""Time counts too: torch's CPU max pooling, with no multiply-accumulates, took 9 % of a shipped
+AGSS-VOS frame."""
 MAX_SHAPES = 8
 """Input shapes exported per block; calls with further shapes run in torch."""
 
@@ -164,15 +174,26 @@ class OrtBlock(nn.Module):
         return sum(s is not None for s in self._sessions.values())
 
 
+BACKENDS = ("onnxruntime", "compile")
+
+
 class Accelerator:
-    """Moves the heavy blocks of ``net`` to ONNX Runtime after watching one frame.
+    """Moves the heavy blocks of ``net`` to ONNX Runtime, or compiles them, after watching one frame.
 
     Use: ``with accelerator.watch(): <predict and update of one frame>``; when the block ends,
-    the blocks are chosen, exported and swapped in. Nothing happens if watching fails.
+    the blocks are chosen and swapped in (or compiled). Nothing happens if watching fails.
+
+    Args:
+        net: the network (blocks are replaced or compiled in place).
+        backend: ``onnxruntime`` or ``compile``.
+        threads: ONNX Runtime's threads (default: torch's).
     """
 
-    def __init__(self, net: nn.Module, threads: int | None = None) -> None:
+    def __init__(self, net: nn.Module, backend: str = "onnxruntime", threads: int | None = None) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
         self.net = net
+        self.backend = backend
         self.threads = threads or torch.get_num_threads()
         self.blocks: list[str] = []
         self.done = False
@@ -193,7 +214,7 @@ class Accelerator:
                 # called from outside its parent's forward: its parent cannot be exported whole
                 rec["inside"] &= bool(active) and active[-1] == parent_of[name]
                 active.append(name)
-                start.append((counter.get_total_flops(), time.perf_counter()))
+                start.append((counter.get_total_flops(), time.thread_time()))
 
             return hook
 
@@ -203,7 +224,7 @@ class Accelerator:
                 rec["ok"] &= _flat_outputs(out) is not None
                 flops, t0 = start.pop()
                 rec["flops"] += counter.get_total_flops() - flops
-                rec["seconds"] += time.perf_counter() - t0
+                rec["seconds"] += time.thread_time() - t0
                 active.pop()
 
             return hook
@@ -213,7 +234,7 @@ class Accelerator:
             if name and not isinstance(m, OrtBlock):
                 handles.append(m.register_forward_pre_hook(pre(name), with_kwargs=True))
                 handles.append(m.register_forward_hook(post(name), with_kwargs=True))
-        t0 = time.perf_counter()
+        t0 = time.thread_time()  # CPU time of this thread: other load on the machine does not count
         try:
             with counter:
                 active.append("")  # the network's own entry points: their direct children are "inside"
@@ -223,7 +244,7 @@ class Accelerator:
                 h.remove()
         self.done = True
         try:
-            self._swap(modules, calls, counter.get_total_flops(), time.perf_counter() - t0)
+            self._swap(modules, calls, counter.get_total_flops(), time.thread_time() - t0)
         except Exception as exc:  # never fail a run over an optimisation
             log.debug("ONNX Runtime not used: %s", exc)
 
@@ -241,7 +262,7 @@ class Accelerator:
                 name = f"{prefix}.{child}" if prefix else child
                 rec = calls.get(name)
                 if rec is not None and rec["ok"] and owns_subtree(name):
-                    if rec["flops"] >= MIN_SHARE * total or rec["seconds"] >= MIN_SHARE * seconds:
+                    if rec["flops"] >= MIN_SHARE * total or rec["seconds"] >= MIN_TIME_SHARE * seconds:
                         chosen.append(name)
                 else:
                     visit(name)
@@ -249,10 +270,14 @@ class Accelerator:
         visit("")
         if not chosen:
             return
-        exporter = _Exporter(self.threads)
-        for name in chosen:
-            parent_name, _, attr = name.rpartition(".")
-            parent = modules[parent_name] if parent_name else self.net
-            setattr(parent, attr, OrtBlock(modules[name], exporter))
+        if self.backend == "compile":
+            for name in chosen:
+                modules[name].compile(dynamic=False)
+        else:
+            exporter = _Exporter(self.threads)
+            for name in chosen:
+                parent_name, _, attr = name.rpartition(".")
+                parent = modules[parent_name] if parent_name else self.net
+                setattr(parent, attr, OrtBlock(modules[name], exporter))
         self.blocks = chosen
-        log.debug("ONNX Runtime runs %s", ", ".join(chosen))
+        log.debug("%s runs %s", self.backend, ", ".join(chosen))
