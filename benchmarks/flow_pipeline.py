@@ -62,11 +62,22 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--tree", type=Path, default=HERE.parent, help="the vostool checkout to run (default: this one)")
     ap.add_argument("--python", default=sys.executable)
-    ap.add_argument("--configs", default="no-overlay,overlay,naive", help="which of no-overlay, overlay, naive to run")
+    ap.add_argument(
+        "--configs",
+        default="no-overlay,overlay,naive",
+        help="which of no-overlay, overlay, naive (and with --before: before-no-overlay, before-overlay) to run",
+    )
+    ap.add_argument(
+        "--before",
+        type=Path,
+        default=None,
+        help="another checkout (e.g. the version before a change) run as before-no-overlay / before-overlay",
+    )
     ap.add_argument("--extra", default="", help="extra vostool segment arguments, e.g. '--flow farneback'")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = ap.parse_args()
     env = {**os.environ, "PYTHONPATH": str(args.tree.resolve())}
+    before_env = {**os.environ, "PYTHONPATH": str(args.before.resolve())} if args.before else env
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
@@ -78,15 +89,18 @@ def main() -> None:
             "overlay": [*base, "-o", str(t / "out")],
             "naive": [args.python, str(HERE / "naive_flow.py"), str(frames), str(mask), str(t / "naive")],
         }
+        commands["before-no-overlay"] = commands["no-overlay"]
+        commands["before-overlay"] = commands["overlay"]
+        envs = {n: before_env if n.startswith("before-") else env for n in commands}
         names = [c for c in args.configs.split(",") if c]
         for name in names:
-            timed(commands[name], env)  # warm the page cache and the bytecode
+            timed(commands[name], envs[name])  # warm the page cache and the bytecode
         runs: dict[str, list[float]] = {n: [] for n in names}
         stages: dict[str, list[dict]] = {n: [] for n in names}
         for i in range(args.runs):
             for name in names:  # interleaved, so a change of load hits every configuration alike
                 load = os.getloadavg()[0]
-                dt, out = timed(commands[name], env)
+                dt, out = timed(commands[name], envs[name])
                 runs[name].append(dt)
                 if name != "naive":
                     summary = json.loads(out)
@@ -101,7 +115,14 @@ def main() -> None:
         for name in names:
             if name != "naive":
                 results[name]["speedup_vs_naive"] = round(results["naive"]["seconds_median"] / results[name]["seconds_median"], 2)
-    report = {"frames": FRAMES, "sequences": SEQUENCES, "tree": str(args.tree), "load_after": os.getloadavg(), "results": results}
+    report = {
+        "frames": FRAMES,
+        "sequences": SEQUENCES,
+        "tree": str(args.tree),
+        "before": str(args.before) if args.before else None,
+        "load_after": os.getloadavg(),
+        "results": results,
+    }
     print(json.dumps(report, indent=1))
     if args.json:
         args.json.write_text(json.dumps(report, indent=1) + "\n")
