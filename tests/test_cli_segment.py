@@ -230,6 +230,26 @@ def test_agss_works_offline_out_of_the_box_with_shipped_weights(clip, capsys, mo
     assert len(list((out / "masks").glob("*.png"))) == 14
 
 
+def test_inference_defaults_travel_with_the_weights(clip, capsys, tmp_path) -> None:
+    """Without --size / --flow, agss runs at the size and with the flow its weights were trained
+    with (weights.toml / the file's metadata); explicit options win; timing.json says which."""
+    from vostool.inference.session import internal_size
+    from vostool.weights import load_manifest
+
+    trained = load_manifest().entry("agss.davis16-compact").inference
+    w, h = Image.open(clip["mask"]).size
+    cases = {"defaults": ([], internal_size(w, h, trained["size"]), trained["flow"], ["flow", "size"])}
+    cases["explicit"] = (["--size", "48", "--flow", "farneback"], internal_size(w, h, 48), "farneback", None)
+    cases["input size"] = (["--size", "0"], (w, h), trained["flow"], ["flow"])
+    for name, (extra, resolution, flow, used) in cases.items():
+        args = [clip["video"], "--mask", clip["mask"], "-o", tmp_path / name, "--method", "agss", "--json", "--no-overlay", *extra]
+        code, stdout, err = run(args, capsys)
+        assert code == 0, err
+        summary = json.loads(stdout)
+        assert tuple(summary["internal_resolution"]) == resolution, name
+        assert summary["flow"] == flow and summary["weights"].get("defaults_used") == used, name
+
+
 def test_shipped_agss_beats_flow_on_real_video(shared_dir) -> None:
     """The shipped compact AGSS follows a held-out DAVIS sequence (motocross-bumps, not trained
     on) better than warping alone."""

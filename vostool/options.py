@@ -33,13 +33,16 @@ class RunOptions:
 
     Attributes:
         method: registered method name (``flow``, ``agss``, ...).
-        flow: flow backend (:data:`FLOW_NAMES`), or None for the method's default.
+        flow: flow backend (:data:`FLOW_NAMES`), or None: the flow the weights were trained
+            with, else the method's default.
         weights: method weights: None (the manifest's default), an entry name, a file, or
             ``"random"`` (speed measurements only).
         flow_weights: RAFT weights: a file or an entry name (None: the manifest's default).
         offline: never download weights (None: ``VOSTOOL_OFFLINE`` / ``HF_HUB_OFFLINE``).
         device: ``auto``, ``cpu``, ``cuda[:i]`` or ``mps``.
-        size: internal resolution (shorter side), or None for the input resolution.
+        size: internal resolution (shorter side); None: the size the method's weights were
+            trained at (their ``inference`` defaults), else the input resolution; 0: the input
+            resolution.
         precision: one of :data:`PRECISION_NAMES` (CUDA autocast around the network).
         resize_mask: scale masks of another size to the video instead of failing.
         channels_last: channels-last network weights on CUDA (ignored elsewhere).

@@ -47,8 +47,17 @@ def _grouped(cls: type[Any], name: str, options: list[Callable[[F], F]], fields:
     return deco
 
 
+def _check_size(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
+    if value is not None and 0 < value < 16:
+        raise click.BadParameter(f"{value} is too small: give at least 16 (or 0 for the input size)")
+    return value
+
+
 def run_options(
-    *, method: bool = True, size_help: str = "Run at this internal resolution (shorter side); outputs stay at the input size."
+    *,
+    method: bool = True,
+    size_help: str = "Internal resolution (shorter side); outputs stay at the input size. "
+    "Default: the size the weights were trained at, else the input size; 0: the input size.",
 ) -> Callable[[F], F]:
     """The :class:`RunOptions` options (``--method`` only with ``method=True``), passed as ``run``."""
     d = RunOptions()
@@ -64,7 +73,7 @@ def run_options(
         click.option(
             "--precision", type=click.Choice(PRECISION_NAMES), default=d.precision, show_default=True, help="Network precision (autocast)."
         ),
-        click.option("--size", type=click.IntRange(16, 4096), default=d.size, help=size_help),
+        click.option("--size", type=click.IntRange(0, 4096), default=d.size, callback=_check_size, help=size_help),
         click.option(
             "--resize-mask", is_flag=True, default=d.resize_mask, help="Scale masks whose size differs from the video (nearest neighbour)."
         ),

@@ -72,9 +72,15 @@ Choices where paper and code are silent or differ (kept):
   give the group's own ``ref_r5``; the instance-agnostic module runs once per group (batched),
   each object decodes from its group's ``m3``, and all objects are normalised together (the code
   propagates each group separately and merges by argmax).
-* An object whose warped mask has no pixel > 0.5 is dropped on that frame (code): its
-  normalised probability is set to 0 and its mass goes to the background, done with tensor
-  masking (no host-device synchronisation).
+* Vanished objects are carried, not dropped for good. The authors' YouTube-VOS script drops an
+  object whose warped mask has no pixel > 0.5, permanently (its mask stays empty). On DAVIS-style
+  video that loses an object after a short occlusion or a brief exit from the frame. Here such an
+  object keeps its slot and its *last-seen mask* (the last frame on which it had a pixel > 0.5):
+  while it is absent, its instance-specific input is that mask instead of the empty warped one,
+  and its foreground counts only where the network is confident (``p > 0.5``), so a faint ghost
+  never leaks into the other objects; when the network finds it again it is alive as before. The
+  instance-agnostic module still sees only the warped masks. All with tensor masking (no
+  host-device synchronisation).
 """
 
 from __future__ import annotations
@@ -271,11 +277,14 @@ class AGSSState(MethodState):
         ref: ``(G, C5, h, w)`` reference features of the ``G`` reference groups.
         group: ``(K,)`` long, each slot's group.
         member: ``(G, K)`` float, 1 where slot k is in group g.
+        last_seen: ``(K, H, W)`` each object's probability on the last frame where it had a pixel
+            > 0.5 (internal size): the prior of an object that vanished (see the module docstring).
     """
 
     ref: torch.Tensor | None = None
     group: torch.Tensor | None = None
     member: torch.Tensor | None = None
+    last_seen: torch.Tensor | None = None
 
     @property
     def num_objects(self) -> int:
@@ -319,18 +328,35 @@ class AGSS(VOSMethod[AGSSState]):
             raise RuntimeError(f"predict got {k} objects but memorize saw {state.num_objects}")
         x, pads = pad_to_multiple(image, PAD)
         w, _ = pad_to_multiple(warped.to(image.dtype).unsqueeze(1), PAD)  # (K, 1, Hp, Wp)
+        alive = (warped > 0.5).flatten(1).any(1)[:, None, None]  # (K, 1, 1)
+        seen = state.last_seen
+        if seen is None or seen.shape[-2:] != warped.shape[-2:]:
+            seen = warped
+        elif seen.shape[0] < k:  # objects memorized since the last update
+            seen = torch.cat([seen, warped[seen.shape[0] :]])
+        prior = torch.where(alive, warped, seen.to(warped.dtype))
+        p, _ = pad_to_multiple(prior.to(image.dtype).unsqueeze(1), PAD)
         with stage("instance-agnostic"):
             member = state.member.to(w.dtype)
             agnostic = (w[:, 0].unsqueeze(0) * member[:, :, None, None]).amax(1, keepdim=True)  # (G, 1, Hp, Wp)
             m3 = self.net.instance_agnostic(x, agnostic, state.ref)
         with stage("instance-specific"):
-            r2_obj, atn = self.net.instance_specific(x, w)
+            r2_obj, atn = self.net.instance_specific(x, p)
         with stage("decoder"):
-            logits = unpad(self.net.decode(m3[state.group], r2_obj, atn), pads)
-            prob = soft_aggregate(torch.sigmoid(logits.float()))
-            alive = (warped > 0.5).flatten(1).any(1).to(prob.dtype)  # (K,)
-            objects = prob[1:] * alive[:, None, None]
-            return torch.cat([(1.0 - objects.sum(0, keepdim=True)).clamp_(min=0.0), objects])
+            fg = torch.sigmoid(unpad(self.net.decode(m3[state.group], r2_obj, atn), pads).float())
+            fg = torch.where(alive, fg, fg * (fg > 0.5))  # a vanished object returns only where confident
+            return soft_aggregate(fg)
+
+    def update(self, state: AGSSState, image: torch.Tensor, prob: torch.Tensor) -> None:
+        """Remember each object's mask on frames where it is present (``last_seen``)."""
+        fg = prob[1:]
+        prev = state.last_seen
+        if prev is None or prev.shape[-2:] != fg.shape[-2:]:
+            prev = fg
+        elif prev.shape[0] < fg.shape[0]:
+            prev = torch.cat([prev, fg[prev.shape[0] :]])
+        present = (fg > 0.5).flatten(1).any(1)[:, None, None]
+        state.last_seen = torch.where(present, fg, prev)
 
 
 # Default flow: DIS. The paper's FlowNet2-C is replaced by a flow backend; RAFT-small

@@ -21,6 +21,10 @@ Schema of ``[weights."method.tag"]``:
 ``metrics``         ``{name = value}`` measured with these weights; ``metrics_source`` says where
 ``arch``            optional ``{kwarg = value}``: builder keyword arguments of the network the
                     weights fit (e.g. a compact AGSS); absent means the paper-size network
+``inference``       optional ``{size = N, flow = "dis"}``: the internal size (shorter side) and the
+                    flow the network was trained with; ``vostool segment`` uses them when
+                    ``--size`` / ``--flow`` are not given (a weights file's own metadata
+                    ``inference_size`` / ``flow`` wins over the entry)
 ``source``          ``{kind = "hf", repo, filename, revision}`` (revision: a 40-hex commit),
                     ``{kind = "url", url, member?}`` (``member``: a file inside a zip archive),
                     ``{kind = "path", path}``, ``{kind = "package", path}`` (a file shipped
@@ -47,6 +51,7 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 from ..errors import WeightsError
+from ..options import FLOW_NAMES
 
 SOURCE_KINDS = ("hf", "url", "path", "package", "manual")
 FORMATS = ("pth", "safetensors")
@@ -111,6 +116,8 @@ class WeightsEntry:
     reference: str = ""
     arch: dict[str, Any] = field(default_factory=dict)
     """Builder keyword arguments of the network these weights fit (empty: the paper size)."""
+    inference: dict[str, Any] = field(default_factory=dict)
+    """Inference defaults the weights were trained for: ``size`` and/or ``flow``."""
 
     @property
     def pinned(self) -> bool:
@@ -181,6 +188,11 @@ def validate(raw: dict[str, Any]) -> list[str]:
             problems.append(f"{where}: num_params must be a positive integer")
         if not isinstance(e.get("metrics", {}), dict) or (e.get("metrics") and not e.get("metrics_source")):
             problems.append(f"{where}: metrics must be a table with a metrics_source")
+        inference = e.get("inference", {})
+        if set(inference) - {"size", "flow"} or not isinstance(inference.get("size", 1), int) or inference.get("size", 1) < 0:
+            problems.append(f"{where}: inference may only hold size (a non-negative integer) and flow")
+        if inference.get("flow", "dis") not in FLOW_NAMES:
+            problems.append(f"{where}: inference.flow must be one of {FLOW_NAMES}")
         src = e.get("source", {})
         extra = set(src) - {f.name for f in fields(Source)}
         if extra:
@@ -263,5 +275,6 @@ def load_manifest(path: str | os.PathLike[str] | None = None) -> Manifest:
             size=e.get("size", 0),
             reference=e.get("reference", ""),
             arch=dict(e.get("arch", {})),
+            inference=dict(e.get("inference", {})),
         )
     return Manifest(path=str(p), entries=entries, targets=targets)
