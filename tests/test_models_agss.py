@@ -104,19 +104,25 @@ def test_object_added_mid_video_gets_its_own_reference_group() -> None:
         m.predict(state, image2, prob2[1:3])
 
 
-def test_object_without_confident_warped_pixels_is_dropped() -> None:
+def test_vanished_object_is_carried_with_its_last_seen_mask() -> None:
+    """An object with no warped pixel > 0.5 is not dropped for good: it keeps its slot and its
+    last-seen mask (the prior it is searched with until it returns)."""
     m = tiny()
-    frames, ids = moving_objects(2, 48, 64, objects=2)
-    warped = to_inputs(frames[0], ids[0], 2)[1][1:].clone()
-    warped[1] *= 0.5  # no pixel > 0.5: the object is lost
+    frames, ids = moving_objects(3, 48, 64, objects=2)
+    image0, prob0 = to_inputs(frames[0], ids[0], 2)
+    warped = prob0[1:].clone()
+    warped[1] *= 0.5  # no pixel > 0.5: object 2 vanished
     with torch.inference_mode():
         state = first_frame_state(m, frames[0], ids[0], 2)
-        out = m.predict(state, to_inputs(frames[1], ids[1], 2)[0], warped)
-    assert torch.equal(out[2], torch.zeros_like(out[2]))
-    assert out[1].max() > 0
-    assert_probabilities(out, 2, (48, 64))
-
-
+        m.update(state, image0, prob0)
+        torch.testing.assert_close(state["last_seen"], prob0[1:])
+        image1 = to_inputs(frames[1], ids[1], 2)[0]
+        out = m.predict(state, image1, warped)
+        assert_probabilities(out, 2, (48, 64))
+        m.update(state, image1, out)
+        if not (out[2] > 0.5).any():  # still absent: its last-seen mask is kept, not the empty one
+            torch.testing.assert_close(state["last_seen"][1], prob0[2])
+        torch.testing.assert_close(state["last_seen"][0], torch.where((out[1] > 0.5).any(), out[1], prob0[1]))
 def test_gradients_reach_every_learnable_parameter() -> None:
     net = tiny().net.train()
     bns = [mod for mod in net.modules() if isinstance(mod, torch.nn.BatchNorm2d)]
