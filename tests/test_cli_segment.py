@@ -65,8 +65,13 @@ def test_segment_mp4_writes_every_output(clip, capsys) -> None:
     timing = json.loads((out / "timing.json").read_text())
     assert len(timing["frames"]) == 14 and timing["summary"]["frames"] == 14
     csv_lines = (out / "timing.csv").read_text().splitlines()
-    assert csv_lines[0].startswith("frame,name,decode,flow,warp") and len(csv_lines) == 15
-    assert json.loads((out / "run.json").read_text())["status"] == "complete"
+    assert csv_lines[0].startswith("frame,name,pts,decode,flow,warp") and len(csv_lines) == 15
+    assert [r["pts"] for r in timing["frames"]] == pytest.approx([i / 12 for i in range(14)], abs=1e-3)  # the file's own times
+    assert timing["summary"]["rotation"] == 0
+    run_info = json.loads((out / "run.json").read_text())
+    assert run_info["status"] == "complete"
+    assert run_info["masks"]["0"]["num_objects"] == 2 and run_info["masks"]["0"]["kind"] == "palette PNG"
+    assert err.splitlines() == ["vostool: mask for frame 0: 2 objects (ids 1, 2; palette PNG)"]  # the objects found
 
 
 def test_frame_folder_with_masks_dir_adds_objects(tmp_path, capsys) -> None:
@@ -135,12 +140,19 @@ def test_resize_mask_and_existing_output(clip, capsys) -> None:
     d = clip["dir"]
     small = d / "small.png"
     write_index_png(small, clip["masks"][0][::2, ::2])
-    code, _, err = run([clip["video"], "--mask", small, "--resize-mask", "-o", d / "o", "-q"], capsys)
+    cmd = [clip["video"], "--mask", small, "--resize-mask", "-o", d / "o"]
+    code, _, err = run(cmd, capsys)
     assert code == 0, err
-    code, _, err = run([clip["video"], "--mask", small, "--resize-mask", "-o", d / "o", "-q"], capsys)
-    _one_line_error(code, err, "--resume")
-    code, _, err = run([clip["video"], "--mask", small, "--resize-mask", "-o", d / "o", "-q", "--overwrite"], capsys)
-    assert code == 0, err
+    assert "vostool: mask for frame 0: 2 objects (ids 1, 2; palette PNG)" in err
+    before = {p: p.stat().st_mtime_ns for p in (d / "o").rglob("*") if p.is_file()}
+    code, _, err = run(cmd, capsys)  # the same command again: already complete, nothing touched
+    assert code == 0 and "already complete" in err, err
+    assert {p: p.stat().st_mtime_ns for p in (d / "o").rglob("*") if p.is_file()} == before
+    code, _, err = run([*cmd, "--soft"], capsys)  # other options: refused, --overwrite suggested
+    _one_line_error(code, err, "--overwrite")
+    code, _, err = run([*cmd, "-q", "--overwrite", "--soft"], capsys)
+    assert code == 0 and err == "", err
+    assert (d / "o/soft/1/00000.png").is_file() and not (d / "o/.resume").exists()
 
 
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root can write anywhere")

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from ..errors import WeightsError
+from ..errors import InputError, WeightsError
 from ..flow import FlowEstimator, create_flow
 from ..models import VOSMethod, available_methods, create_method, method_info
 from ..options import RunOptions
@@ -26,11 +26,13 @@ def _arch_from_file(path: Path) -> dict[str, Any]:
     """Builder kwargs stored in a safetensors file's metadata under ``arch`` (JSON), if any."""
     if path.suffix != ".safetensors":
         return {}
-    from safetensors import safe_open
+    from ..weights.serialization import read_safetensors_metadata
 
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-    return json.loads(meta["arch"]) if "arch" in meta else {}
+    meta = read_safetensors_metadata(path)  # a damaged file is one WeightsError line
+    try:
+        return json.loads(meta["arch"]) if "arch" in meta else {}
+    except ValueError:
+        raise WeightsError(f"weights {path} carry unreadable 'arch' metadata; export them again with vostool train") from None
 
 
 def load_method(
@@ -53,6 +55,8 @@ def load_method(
     """
     info = method_info(name)
     if not info.needs_weights:
+        if weights not in (None, "random"):
+            raise InputError(f"method {name!r} has no weights: drop --weights {weights}, or choose a learned method (--method agss, ...)")
         return create_method(name, **kwargs), None
     if weights == "random":
         return create_method(name, **kwargs), {
