@@ -9,6 +9,8 @@ continues an interrupted run and produces exactly the masks an uninterrupted run
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import itertools
 import json
@@ -89,8 +91,13 @@ def _save_checkpoint(folder: OutputFolder, state: dict[str, Any], timer_state: d
     d = folder.out / RESUME_DIR
     d.mkdir(exist_ok=True)
     folder.record(d / "state.pt")
-    with atomic_path(d / "state.pt") as tmp:
-        torch.save({"session": state, "timer": timer_state, "fingerprint": fingerprint}, tmp)
+    try:
+        with atomic_path(d / "state.pt") as tmp:
+            torch.save({"session": state, "timer": timer_state, "fingerprint": fingerprint}, tmp)
+    except RuntimeError as exc:  # torch's file writer reports a failed write (a full disk) as RuntimeError
+        full = shutil.disk_usage(d).free < (1 << 20)
+        err = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)) if full else OSError(errno.EIO, str(exc).splitlines()[0][:160])
+        raise output_error(err, f"the resume checkpoint {d / 'state.pt'}") from None
 
 
 def _load_checkpoint(out: Path, fingerprint: str) -> dict[str, Any] | None:
@@ -286,10 +293,15 @@ def _run(
         "masks": {str(k): {"file": m.source, "kind": m.kind, "num_objects": m.num_objects, "ids": m.object_ids} for k, m in masks.items()},
         "resumed_from_frame": start if options.resume else None,
     }
-    folder.write_run(info)
-
+    try:
+        folder.write_run(info)
+        outputs = FrameOutputs(out, source.size, source.fps, palette, options, record=folder.record)
+    except OSError as exc:  # e.g. a disk already full
+        info.update(status="failed", finished=now_iso(), frames_done=start)
+        with contextlib.suppress(OSError):
+            folder.write_run(info)
+        raise output_error(exc, f"the outputs in {out}") from None
     writer = BackgroundWriter()
-    outputs = FrameOutputs(out, source.size, source.fps, palette, options, record=folder.record)
     need_rgb = options.overlay or options.overlay_frames
     want_soft = options.soft
     # Frames before `start` are only re-read to rebuild the overlay video.

@@ -188,32 +188,34 @@ class OutputFolder:
                     stale.unlink(missing_ok=True)
 
     def clear(self) -> None:
-        """Delete what earlier runs wrote here (the files in the manifest, nothing else).
+        """Delete what earlier runs wrote here: the files in the manifest, nothing else.
 
         Raises:
-            OutputError: an output part still holds files no vostool run recorded.
+            OutputError: an output part holds a file no vostool run recorded (checked before
+                anything is deleted).
         """
         self.remove_partials()
+        recorded = set(self.recorded())
+        for part in OUTPUT_PARTS:
+            p = self.out / part
+            files = [q for q in p.rglob("*") if q.is_file()] if p.is_dir() else [p] if p.exists() else []
+            foreign = [q for q in files if q.relative_to(self.out).as_posix() not in recorded]
+            if foreign:
+                raise OutputError(
+                    f"output folder {self.out} holds {foreign[0].relative_to(self.out).as_posix()}, which no vostool run recorded "
+                    f"(in {MANIFEST}); vostool deletes only what it wrote: move it away or choose another -o"
+                )
         root = self.out.resolve()
-        for rel in self.recorded():
+        for rel in recorded:
             p = (self.out / rel).resolve()
-            if p != root and root in p.parents and p.is_file():
-                p.unlink(missing_ok=True)
+            if root in p.parents and p.is_file():
+                p.unlink()
         for part in OUTPUT_PARTS:
             d = self.out / part
             if d.is_dir():
-                for sub in sorted((q for q in d.rglob("*") if q.is_dir()), key=lambda q: -len(q.parts)):
-                    with contextlib.suppress(OSError):
+                for sub in [*sorted((q for q in d.rglob("*") if q.is_dir()), key=lambda q: -len(q.parts)), d]:
+                    with contextlib.suppress(OSError):  # not empty: something appeared meanwhile; keep it
                         sub.rmdir()
-                with contextlib.suppress(OSError):
-                    d.rmdir()
-        left = [p for p in OUTPUT_PARTS if self._holds_files(self.out / p)]
-        if left:
-            raise OutputError(
-                f"output folder {self.out} holds {left[0]} with files no vostool run recorded (in {MANIFEST}); vostool deletes "
-                "only what it wrote: move them away or choose another -o"
-            )
-        (self.out / RUN_FILE).unlink(missing_ok=True)
         (self.out / MANIFEST).unlink(missing_ok=True)
         self.previous = None
 
