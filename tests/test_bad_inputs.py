@@ -147,6 +147,10 @@ def _unfinished_run(fx: Fx, out: Path) -> None:
     (out / "run.json").write_text(json.dumps({"status": "failed", "fingerprint": "0" * 16}))
 
 
+def _other_tools_run_json(fx: Fx, out: Path) -> None:
+    (out / "run.json").write_text('{"tool": "another one"}')
+
+
 def _user_file_in_a_run(fx: Fx, out: Path) -> None:
     _complete_run(fx, out)
     write_index_png(out / "masks" / "mine.png", fx.masks[0])  # added by the user after the run
@@ -277,6 +281,12 @@ CASES = [
     # options
     Case("option: unknown method", _seg("{v}", "--mask", "{m}", "--method", "magic"), 2, r"unknown method 'magic'"),
     Case("option: unknown flow", _seg("{v}", "--mask", "{m}", "--flow", "sparse"), 2, r"unknown flow 'sparse'"),
+    Case(
+        "option: a device that is not there",
+        _seg("{v}", "--mask", "{m}", "--device", "cuda:7" if not torch.cuda.is_available() else "tpu"),
+        2,
+        r"device",
+    ),
     Case("option: --size 8", _seg("{v}", "--mask", "{m}", "--size", "8"), 2, r"Invalid value for '--size'"),
     Case("option: --precision fp8", _seg("{v}", "--mask", "{m}", "--precision", "fp8"), 2, r"Invalid value for '--precision'"),
     Case(
@@ -358,6 +368,14 @@ CASES = [
         r"already holds masks that no vostool run wrote; vostool never replaces files it did not write",
         "untouched",
         _foreign_masks,
+    ),
+    Case(
+        "output: a run.json vostool did not write, --overwrite",
+        _seg("{v}", "--mask", "{m}", "--overwrite"),
+        4,
+        r"holds run\.json, which no vostool run recorded",
+        "untouched",
+        _other_tools_run_json,
     ),
     Case(
         "output: an unfinished run",
@@ -555,12 +573,20 @@ def test_ctrl_c_stops_with_one_line_and_resumes(tmp_path: Path) -> None:
     write_index_png(tmp_path / "m.png", masks[0])
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "vostool", "segment", str(d), "--mask", str(tmp_path / "m.png"), "-q", "-o", str(out)]
-    proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        cmd,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a background job inherits SIGINT ignored
+    )
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None and len(list((out / "masks").glob("[!.]*.png"))) < 20:
         time.sleep(0.02)
+    proc.send_signal(signal.SIGSTOP)  # hold it mid-run, so Ctrl-C lands in the frame loop
     assert proc.poll() is None, "the run finished before it could be interrupted"
     proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGCONT)
     _, err = proc.communicate(timeout=60)
     lines = err.strip().splitlines()
     assert proc.returncode == 130 and len(lines) == 1 and "Traceback" not in err, err

@@ -99,43 +99,6 @@ def _one_line_error(code: int, err: str, pattern: str) -> None:
     assert pattern in lines[0], lines[0]
 
 
-def test_bad_inputs_give_one_line_errors(clip, capsys) -> None:
-    d, v, m = clip["dir"], clip["video"], clip["mask"]
-    (d / "text.mp4").write_text("hello\n" * 100)
-    (d / "empty").mkdir()
-    small = d / "small.png"
-    write_index_png(small, clip["masks"][0][:48, :64])
-    blank = d / "blank.png"
-    write_index_png(blank, np.zeros((96, 128), np.uint8))
-    data = v.read_bytes()
-    (d / "cut.mp4").write_bytes(data[: len(data) // 3])
-    blocker = d / "file_not_dir"
-    blocker.write_text("x")
-    cases = [
-        ([d / "missing.mp4", "--mask", m], "video not found"),
-        ([d / "text.mp4", "--mask", m], "cannot decode video"),
-        ([d / "cut.mp4", "--mask", m], "mp4"),
-        ([d / "empty", "--mask", m], "no JPEG/PNG frames"),
-        ([v, "--mask", small], "--resize-mask"),
-        ([v, "--mask", blank], "has no object"),
-        ([v, "--mask", d / "nomask.png"], "mask file not found"),
-        ([v, "--mask", m, "--method", "magic"], "unknown method 'magic'"),
-        ([v, "--mask", m, "--flow", "sparse"], "unknown flow 'sparse'"),
-        (
-            [v, "--mask", m, "--device", "cuda:7"] if not __import__("torch").cuda.is_available() else [v, "--mask", m, "--device", "tpu"],
-            "device",
-        ),
-    ]
-    for i, (args, pattern) in enumerate(cases):
-        code, _, err = run([*args, "-o", d / f"o{i}"], capsys)
-        _one_line_error(code, err, pattern)
-        assert not (d / f"o{i}" / "timing.json").exists()
-    code, _, err = run([v, "--mask", m, "-o", blocker / "sub"], capsys)
-    _one_line_error(code, err, "cannot create output folder")
-    code, _, err = run([v, "-o", d / "x"], capsys)
-    _one_line_error(code, err, "no mask given")
-
-
 def test_resize_mask_and_existing_output(clip, capsys) -> None:
     d = clip["dir"]
     small = d / "small.png"
@@ -357,3 +320,21 @@ def test_overlay_keeps_the_timing_of_a_variable_frame_rate_video(tmp_path, capsy
     ov = open_video(out / "overlay.mp4")
     list(ov)
     assert ov.timestamps == pytest.approx(VFR_TIMES, abs=2e-3)
+
+
+def test_api_takes_masks_as_arrays_and_by_frame(clip) -> None:
+    """The Python API: ``{frame: mask}`` with arrays or files; arrays are checked, never wrapped."""
+    import vostool
+    from vostool.errors import InputError
+
+    first = clip["masks"][0]
+    later = np.where(clip["masks"][6] == 2, 2, 0).astype(np.uint8)
+    write_index_png(clip["dir"] / "later.png", later)
+    given = vostool.collect_masks({0: np.where(first == 1, 1, 0).astype(np.int64), 6: str(clip["dir"] / "later.png")})
+    assert sorted(given) == [0, 6] and given[0].object_ids == [1] and given[6].source.endswith("later.png")
+    with pytest.raises(InputError, match="holds id 300"):
+        vostool.collect_masks(np.where(first == 1, 300, first.astype(np.int32)))
+    with pytest.raises(InputError, match="not a frame index"):
+        vostool.collect_masks({-1: first})
+    summary = vostool.segment(clip["video"], {0: first, 6: later}, clip["dir"] / "api", overlay=False, device="cpu")
+    assert summary["objects"] == [1, 2] and summary["frames"] == 14

@@ -69,5 +69,5 @@ def segment(
         )
     if as_json:
         click.echo(json.dumps(summary, indent=2))
-    elif not quiet:
+    elif not quiet and not summary.get("already_complete"):
         click.echo(f"vostool: {summary['frames']} frames -> {out}/masks ({summary.get('fps')} fps, {summary['device']})", err=True)

@@ -196,7 +196,7 @@ class OutputFolder:
         """
         self.remove_partials()
         recorded = set(self.recorded())
-        for part in OUTPUT_PARTS:
+        for part in (*OUTPUT_PARTS, RUN_FILE):
             p = self.out / part
             files = [q for q in p.rglob("*") if q.is_file()] if p.is_dir() else [p] if p.exists() else []
             foreign = [q for q in files if q.relative_to(self.out).as_posix() not in recorded]
