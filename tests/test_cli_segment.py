@@ -244,6 +244,7 @@ def test_overwrite_deletes_only_what_vostool_wrote(clip, capsys) -> None:
     assert not [p for p in (out / ".vostool-files").read_text().split() if p.startswith("soft/")]
 
 
+@pytest.mark.slow
 def test_a_second_run_on_the_same_folder_is_refused_while_the_first_finishes(tmp_path) -> None:
     """Issue 14 item 10: --overwrite during a run is refused with one line naming the running
     process; the first run completes unharmed and leaves no .resume/ or partial file."""
