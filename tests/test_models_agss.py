@@ -123,6 +123,8 @@ def test_vanished_object_is_carried_with_its_last_seen_mask() -> None:
         if not (out[2] > 0.5).any():  # still absent: its last-seen mask is kept, not the empty one
             torch.testing.assert_close(state["last_seen"][1], prob0[2])
         torch.testing.assert_close(state["last_seen"][0], torch.where((out[1] > 0.5).any(), out[1], prob0[1]))
+
+
 def test_gradients_reach_every_learnable_parameter() -> None:
     net = tiny().net.train()
     bns = [mod for mod in net.modules() if isinstance(mod, torch.nn.BatchNorm2d)]

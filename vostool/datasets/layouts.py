@@ -66,6 +66,20 @@ class SequenceInfo:
     def annotation_path(self, stem: str) -> Path:
         return self.annotation_dir / f"{stem}.png"
 
+    def missing_annotations(self) -> list[str]:
+        """DAVIS (every frame annotated): the frames without a ground-truth PNG, from the frame
+        images, or without images from the gaps in the numbered annotations. Empty for
+        YouTube-VOS, whose annotations are sparse by design."""
+        if self.objects is not None:
+            return []
+        have = set(self.annotated)
+        if self.frames:
+            return [s for s in self.frames if s not in have]
+        if len(self.annotated) < 2 or not all(s.isdigit() for s in self.annotated):
+            return []
+        width, lo, hi = len(self.annotated[0]), int(self.annotated[0]), int(self.annotated[-1])
+        return [f"{i:0{width}d}" for i in range(lo, hi + 1) if f"{i:0{width}d}" not in have]
+
     def frame_path(self, stem: str) -> Path | None:
         """The image of frame ``stem`` (None when there is none)."""
         if self.image_dir is None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from ..errors import WeightsError
+from ..errors import InputError, WeightsError
 from ..flow import FlowEstimator, create_flow
 from ..models import VOSMethod, available_methods, create_method, method_info
 from ..options import RunOptions
@@ -60,6 +60,8 @@ def load_method(
     """
     info = method_info(name)
     if not info.needs_weights:
+        if weights not in (None, "random"):
+            raise InputError(f"method {name!r} has no weights: drop --weights {weights}, or choose a learned method (--method agss, ...)")
         return create_method(name, **kwargs), None
     if weights == "random":
         return create_method(name, **kwargs), {

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from ..errors import InputError
 from ..flow import FlowEstimator, backward_warp
-from ..io.masks import IndexMask
+from ..io.masks import IndexMask, ids_from_array
 from ..io.video import VideoFrame
 from ..models.base import VOSMethod
 from ..options import PRECISION_NAMES, RunOptions
@@ -39,8 +39,9 @@ PRECISIONS = dict(zip(PRECISION_NAMES, (None, torch.bfloat16, torch.float16)))
 
 
 def internal_size(width: int, height: int, size: int | None) -> tuple[int, int]:
-    """``(W, H)`` at which the method runs: shorter side ``size`` (aspect kept), or unchanged."""
-    if not size:
+    """``(W, H)`` at which the method runs: shorter side ``size`` (aspect kept), or unchanged
+    when ``size`` is None or not below the input's shorter side (never upsampled)."""
+    if not size or size >= min(width, height):
         return width, height
     scale = size / min(width, height)
     return max(1, int(round(width * scale))), max(1, int(round(height * scale)))
@@ -74,6 +75,7 @@ class StepResult:
         name: the frame's name (file stem), when it was given.
         frame: the ``(H, W, 3)`` uint8 RGB input frame (the array passed in, not a copy).
         seconds: wall-clock seconds the step took (input to result on the host).
+        pts: the frame's presentation time in seconds, when it came as a VideoFrame.
     """
 
     index: int
@@ -83,6 +85,7 @@ class StepResult:
     name: str | None = None
     frame: np.ndarray | None = None
     seconds: float = 0.0
+    pts: float | None = None
 
 
 class Session:
@@ -169,22 +172,46 @@ class Session:
         return img
 
     def _mask_ids(self, mask: np.ndarray | IndexMask, frame_shape: tuple[int, int]) -> np.ndarray:
-        ids = mask.ids if isinstance(mask, IndexMask) else np.asarray(mask)
-        if ids.ndim != 2:
-            raise InputError(f"a mask must be a 2-D array of object ids, got shape {ids.shape}")
+        """The ``(H, W)`` uint8 ids of a given mask at the input size (checked, scaled with ``resize_mask``)."""
+        m = mask if isinstance(mask, IndexMask) else ids_from_array(mask, what=f"mask for frame {self.index}")
+        ids = m.ids
         if ids.shape != frame_shape:
             if not self.options.resize_mask:
                 raise InputError(
-                    f"mask is {ids.shape[1]}x{ids.shape[0]} but the video is {frame_shape[1]}x{frame_shape[0]}; "
-                    "pass --resize-mask to scale the mask to the video"
+                    f"mask {m.source or f'for frame {self.index}'} is {ids.shape[1]}x{ids.shape[0]} but the video is "
+                    f"{frame_shape[1]}x{frame_shape[0]}; pass --resize-mask to scale the mask to the video"
                 )
             import cv2
 
-            ids = cv2.resize(ids.astype(np.uint8), (frame_shape[1], frame_shape[0]), interpolation=cv2.INTER_NEAREST)
-        return ids.astype(np.uint8)
+            ids = cv2.resize(ids, (frame_shape[1], frame_shape[0]), interpolation=cv2.INTER_NEAREST)
+        return ids
 
-    def _given_prob(self, ids: np.ndarray, predicted: torch.Tensor | None, hw: tuple[int, int]) -> tuple[torch.Tensor, list[int]]:
-        """Merge masks given on this frame with the prediction for the other objects."""
+    def _impose(self, prob: torch.Tensor, ids: torch.Tensor, present: list[int]) -> torch.Tensor:
+        """Make the objects ``present`` in the given ``(H, W)`` ids exactly the given mask, in place.
+
+        A given object's probability becomes 1 on its pixels and 0 elsewhere (a correction also
+        removes its drift); on the pixels it leaves, the other objects' probabilities and the
+        background are renormalised; on every given pixel the other channels are 0. Objects the
+        mask does not hold keep their prediction except where the mask gives the pixel to another.
+        """
+        slots = [self.objects.slot(oid) for oid in present]
+        prob[slots] = 0.0
+        total = prob.sum(0)
+        prob.div_(total.clamp_min(1e-6))
+        prob[0].masked_fill_(total <= 1e-6, 1.0)
+        prob[:, ids > 0] = 0.0
+        for oid, slot in zip(present, slots):
+            prob[slot].masked_fill_(ids == oid, 1.0)
+        return prob
+
+    def _given_prob(
+        self, ids: np.ndarray, predicted: torch.Tensor | None, hw: tuple[int, int]
+    ) -> tuple[torch.Tensor, list[int], list[int]]:
+        """Merge masks given on this frame with the prediction for the other objects (see :meth:`_impose`).
+
+        Returns:
+            ``(prob (K + 1, h, w), slots new on this frame, ids of the given objects)``.
+        """
         present = [int(v) for v in np.unique(ids) if v != 0]
         new_slots = [self.objects.add(i) for i in present if i not in self.objects.ids]
         k = self.objects.num_objects
@@ -194,12 +221,7 @@ class Session:
         prob = torch.zeros((k + 1, *hw), device=self.device)
         if predicted is not None:
             prob[: predicted.shape[0]] = predicted.float()
-        given = ids_t > 0
-        prob[:, given] = 0.0
-        for oid in present:
-            prob[self.objects.slot(oid)][ids_t == oid] = 1.0
-        prob[0] = (1.0 - prob[1:].sum(0)).clamp_(0.0, 1.0)
-        return prob, new_slots
+        return self._impose(prob, ids_t, present), new_slots, present
 
     # ------------------------------------------------------------------ the step
     @torch.inference_mode()
@@ -208,8 +230,10 @@ class Session:
 
         Args:
             frame: ``(H, W, 3)`` uint8 RGB.
-            mask: object ids ``(H, W)`` (0 = background) given on this frame: the first frame
-                needs one; later ones add objects or re-annotate existing ones.
+            mask: object ids ``(H, W)`` (0 = background, 255 = void) given on this frame: the
+                first frame needs one; later ones add objects or correct existing ones. Each
+                object in it is exactly the given mask on this frame (the result's ids and
+                probabilities at the input size); objects it does not hold keep their prediction.
             name: frame name for timing reports.
 
         Returns:
@@ -248,11 +272,12 @@ class Session:
             with self._autocast():
                 prob = self.method.predict(self.state, image, warped, stage=timer.stage).float()
 
+        given: list[int] = []
         if mask is not None:
             ids = self._mask_ids(mask, hw_in)
             if not ids.any() and k == 0:
                 raise InputError("the first mask has no object: every pixel is background")
-            prob, new_slots = self._given_prob(ids, prob, hw)
+            prob, new_slots, given = self._given_prob(ids, prob, hw)
             with self._autocast():
                 self.method.memorize(self.state, image, prob, new_slots)
         assert prob is not None
@@ -270,6 +295,8 @@ class Session:
         out = prob
         if hw != hw_in:
             out = F.interpolate(prob[None], size=hw_in, mode="bilinear", align_corners=False)[0]
+            if given:  # the given objects come back exactly as given, at the input size
+                out = self._impose(out, torch.from_numpy(ids).to(self.device), given)
         slots = channel_argmax(out).cpu().numpy()
         ids = self.objects.slot_to_id_lut()[slots]
         return StepResult(t, ids, out, list(self.objects.ids), name, frame, time.perf_counter() - started)
@@ -288,7 +315,9 @@ class Session:
         """
         for f in frames:
             if isinstance(f, VideoFrame):
-                yield self.step(f.rgb, masks.get(self.index), name=f.name)
+                result = self.step(f.rgb, masks.get(self.index), name=f.name)
+                result.pts = f.pts
+                yield result
             else:
                 yield self.step(f, masks.get(self.index))
 
