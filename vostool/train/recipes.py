@@ -184,14 +184,8 @@ class AGSSRecipe:
         """The ``batch`` clips of training step ``step`` as tensors (same size required: use ``crop``
         when sequences differ in size)."""
         clips = [self.make_clip(sampler, step, i) for i in range(batch)]
-        shapes = {c.labels.shape for c in clips}
-        if len(shapes) != 1:
-            raise InputError(f"clips of one batch differ in size {sorted(shapes)}; give a crop size (--crop) or --batch 1")
-        k = max(max(c.num_objects for c in clips), 1)
-        images = torch.from_numpy(np.stack([c.images for c in clips])).permute(0, 1, 4, 2, 3).float().div_(255.0)
-        labels = torch.from_numpy(np.stack([c.labels for c in clips]).astype(np.int64))
+        images, labels, objects = _stack(clips)
         flows = torch.from_numpy(np.stack([self.flows(c.images) for c in clips])) if self.flow in OPENCV_FLOWS else None
-        objects = torch.tensor([[1.0 if j < c.num_objects else 0.0 for j in range(k)] for c in clips])
         return Batch(images, labels, flows, objects, [c.name for c in clips])
 
     # --- loss -----------------------------------------------------------------------------
@@ -267,6 +261,20 @@ class AGSSRecipe:
         return loss, stats
 
 
+def images_to_tensor(images: np.ndarray) -> torch.Tensor:
+    """``(..., H, W, 3)`` uint8 RGB -> ``(..., 3, H, W)`` float32 in [0, 1], contiguous (NCHW).
+
+    Training batches must not be channels_last: a permuted view converted with ``.float()`` keeps
+    the NHWC strides, and every convolution of the step then runs oneDNN's channels-last kernels.
+    In oneDNN 3.12 (torch 2.13.0 to 2.14.1) the weight gradient of a strided 1x1 convolution (a
+    ResNet shortcut) on an NHWC input with fewer channels than the CPU's channel block (8 with
+    AVX2, 16 with AVX-512) writes past its workspace: heap corruption, segfaults or hangs in
+    ``loss.backward()``. NCHW inputs take the blocked kernels, which are correct. Reproducer:
+    ``benchmarks/onednn_nhwc_1x1_backward.py``.
+    """
+    return torch.from_numpy(images).movedim(-1, -3).to(torch.float32, memory_format=torch.contiguous_format).div_(255.0)
+
+
 def _onehot(labels: torch.Tensor, objects: torch.Tensor) -> torch.Tensor:
     """``labels (B, H, W)`` long, ``objects (B, K)`` -> ``(B, K, H, W)`` float masks of objects 1..K."""
     k = objects.shape[1]
@@ -294,7 +302,7 @@ def _stack(clips: list[Clip]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]
     if len(shapes) != 1:
         raise InputError(f"clips of one batch differ in size {sorted(shapes)}; give a crop size (--crop) or --batch 1")
     k = max(max(c.num_objects for c in clips), 1)
-    images = torch.from_numpy(np.stack([c.images for c in clips])).permute(0, 1, 4, 2, 3).float().div_(255.0)
+    images = images_to_tensor(np.stack([c.images for c in clips]))
     labels = torch.from_numpy(np.stack([c.labels for c in clips]).astype(np.int64))
     objects = torch.tensor([[1.0 if j < c.num_objects else 0.0 for j in range(k)] for c in clips])
     return images, labels, objects
@@ -497,7 +505,7 @@ class OVSNetRecipe:
                     masks.append(m.astype(np.uint8))
                     ids.append(i * 256 + k)
                 h, w = lab.shape
-                images.append(torch.from_numpy(clip.images[t]).permute(2, 0, 1).float().div(255.0))
+                images.append(images_to_tensor(clip.images[t]))
                 targets.append(
                     {
                         "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
