@@ -5,9 +5,9 @@ holds on any machine.
 
 For each method, size (``paper``: the builder's defaults; ``shipped``: the architecture of the
 weights vostool ships, where there are some) and object count: frame 0's masks are memorized
-(not counted), frame 1 runs, and frame 2 is counted (``predict`` + ``update``: a steady-state
-frame). The network runs on the ``meta`` device when it can (shapes only, no arithmetic), else
-on the CPU with random weights.
+(not counted), frames 1 to 5 run, and frame 6 is counted (``predict`` + ``update``): a
+steady-state frame, the embedding method's support set full (5 frames). The network runs on the
+``meta`` device when it can (shapes only, no arithmetic), else on the CPU with random weights.
 
     python benchmarks/flops.py --objects 1,5 --out flops.md
 """
@@ -43,11 +43,14 @@ def shipped_arch(method: str) -> dict | None:
     return dict(entry.arch) if entry is not None and entry.source.kind == "package" else None
 
 
+COUNTED_FRAME = 6
+
+
 def count(method_name: str, arch: dict, k: int, device: str, height: int = 480, width: int = 854) -> dict[str, float]:
     """GMACs per stage of one steady-state frame of ``method_name`` with ``k`` objects."""
     torch.manual_seed(0)
     method = create_method(method_name, **arch).to(device).eval()
-    frames, first = speed_clip(k, height, 3, width=width)
+    frames, first = speed_clip(k, height, COUNTED_FRAME + 1, width=width)
     images = [torch.from_numpy(f).permute(2, 0, 1)[None].float().div(255).to(device) for f in frames]
     prob = torch.stack([torch.from_numpy(first == i) for i in range(k + 1)]).float().to(device)
     counter = FlopCounterMode(display=False)
@@ -65,8 +68,8 @@ def count(method_name: str, arch: dict, k: int, device: str, height: int = 480, 
         state = method.init_state()
         method.memorize(state, images[0], prob, list(range(1, k + 1)))
         method.update(state, images[0], prob)
-        for t in (1, 2):
-            counting[0] = t == 2
+        for t in range(1, COUNTED_FRAME + 1):
+            counting[0] = t == COUNTED_FRAME
             start = counter.get_total_flops()
             in_stages = sum(per_stage.values())
             warped = prob[1:] if method.uses_flow else torch.zeros_like(prob[1:])

@@ -20,9 +20,14 @@ Two pipelines:
   real :class:`vostool.inference.session.Session` per frame (flow, warp, method, argmax to the
   host), i.e. the paper's setting where flow is part of the cost.
 
+``--arch`` gives builder keyword arguments on top of the variant (another backbone or width, e.g.
+the architecture of a weights file: its ``arch`` metadata).
+
 Examples::
 
     .venv/bin/python benchmarks/method_speed.py --methods agss,savos --variant tiny --frames 5
+    .venv/bin/python benchmarks/method_speed.py --methods agss --arch '{"backbone": "mobilenet-v2", "mdim": 64}' \
+        --size 427x240 --objects 1 --flow dis --threads 2
     .venv/bin/python benchmarks/method_speed.py --device cuda --precision bf16 --variant paper \\
         --flow raft-small --flow-weights ../shared/weights/raft-small.pth --out bench-out/
 """
@@ -33,6 +38,7 @@ import argparse
 import csv
 import io
 import itertools
+import json
 import statistics
 import sys
 import time
@@ -129,7 +135,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         if name not in known:
             raise SystemExit(f"method_speed: unknown method {name!r}; registered: {', '.join(known)}")
         torch.manual_seed(0)
-        method = create_method(name, variant=args.variant).to(device, channels_last=args.channels_last).eval()
+        method = create_method(name, variant=args.variant, **args.arch).to(device, channels_last=args.channels_last).eval()
         base_fps = None
         for k in args.objects:
             frames, first = speed_clip(k, h, 1 + args.warmup + args.frames, width=w)
@@ -206,6 +212,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--methods", default=None, help="comma-separated registered methods (default: all of them)")
     p.add_argument("--variant", choices=VARIANTS, default="tiny", help="tiny (the registered tiny nets) or paper (builder defaults)")
+    p.add_argument(
+        "--arch",
+        type=json.loads,
+        default={},
+        help='builder keyword arguments over the variant, as JSON (e.g. \'{"backbone": "mobilenet-v2", "mdim": 64}\')',
+    )
     p.add_argument("--objects", default="1,2,4,8", help="comma-separated object counts")
     p.add_argument("--frames", type=int, default=10, help="timed frames per run")
     p.add_argument("--warmup", type=int, default=2, help="untimed frames before each run")

@@ -65,8 +65,13 @@ def test_segment_mp4_writes_every_output(clip, capsys) -> None:
     timing = json.loads((out / "timing.json").read_text())
     assert len(timing["frames"]) == 14 and timing["summary"]["frames"] == 14
     csv_lines = (out / "timing.csv").read_text().splitlines()
-    assert csv_lines[0].startswith("frame,name,decode,flow,warp") and len(csv_lines) == 15
-    assert json.loads((out / "run.json").read_text())["status"] == "complete"
+    assert csv_lines[0].startswith("frame,name,pts,decode,flow,warp") and len(csv_lines) == 15
+    assert [r["pts"] for r in timing["frames"]] == pytest.approx([i / 12 for i in range(14)], abs=1e-3)  # the file's own times
+    assert timing["summary"]["rotation"] == 0
+    run_info = json.loads((out / "run.json").read_text())
+    assert run_info["status"] == "complete"
+    assert run_info["masks"]["0"]["num_objects"] == 2 and run_info["masks"]["0"]["kind"] == "palette PNG"
+    assert err.splitlines() == ["vostool: mask for frame 0: 2 objects (ids 1, 2; palette PNG)"]  # the objects found
 
 
 def test_frame_folder_with_masks_dir_adds_objects(tmp_path, capsys) -> None:
@@ -94,53 +99,23 @@ def _one_line_error(code: int, err: str, pattern: str) -> None:
     assert pattern in lines[0], lines[0]
 
 
-def test_bad_inputs_give_one_line_errors(clip, capsys) -> None:
-    d, v, m = clip["dir"], clip["video"], clip["mask"]
-    (d / "text.mp4").write_text("hello\n" * 100)
-    (d / "empty").mkdir()
-    small = d / "small.png"
-    write_index_png(small, clip["masks"][0][:48, :64])
-    blank = d / "blank.png"
-    write_index_png(blank, np.zeros((96, 128), np.uint8))
-    data = v.read_bytes()
-    (d / "cut.mp4").write_bytes(data[: len(data) // 3])
-    blocker = d / "file_not_dir"
-    blocker.write_text("x")
-    cases = [
-        ([d / "missing.mp4", "--mask", m], "video not found"),
-        ([d / "text.mp4", "--mask", m], "cannot decode video"),
-        ([d / "cut.mp4", "--mask", m], "mp4"),
-        ([d / "empty", "--mask", m], "no JPEG/PNG frames"),
-        ([v, "--mask", small], "--resize-mask"),
-        ([v, "--mask", blank], "has no object"),
-        ([v, "--mask", d / "nomask.png"], "mask file not found"),
-        ([v, "--mask", m, "--method", "magic"], "unknown method 'magic'"),
-        ([v, "--mask", m, "--flow", "sparse"], "unknown flow 'sparse'"),
-        (
-            [v, "--mask", m, "--device", "cuda:7"] if not __import__("torch").cuda.is_available() else [v, "--mask", m, "--device", "tpu"],
-            "device",
-        ),
-    ]
-    for i, (args, pattern) in enumerate(cases):
-        code, _, err = run([*args, "-o", d / f"o{i}"], capsys)
-        _one_line_error(code, err, pattern)
-        assert not (d / f"o{i}" / "timing.json").exists()
-    code, _, err = run([v, "--mask", m, "-o", blocker / "sub"], capsys)
-    _one_line_error(code, err, "cannot create output folder")
-    code, _, err = run([v, "-o", d / "x"], capsys)
-    _one_line_error(code, err, "no mask given")
-
-
 def test_resize_mask_and_existing_output(clip, capsys) -> None:
     d = clip["dir"]
     small = d / "small.png"
     write_index_png(small, clip["masks"][0][::2, ::2])
-    code, _, err = run([clip["video"], "--mask", small, "--resize-mask", "-o", d / "o", "-q"], capsys)
+    cmd = [clip["video"], "--mask", small, "--resize-mask", "-o", d / "o"]
+    code, _, err = run(cmd, capsys)
     assert code == 0, err
-    code, _, err = run([clip["video"], "--mask", small, "--resize-mask", "-o", d / "o", "-q"], capsys)
-    _one_line_error(code, err, "--resume")
-    code, _, err = run([clip["video"], "--mask", small, "--resize-mask", "-o", d / "o", "-q", "--overwrite"], capsys)
-    assert code == 0, err
+    assert "vostool: mask for frame 0: 2 objects (ids 1, 2; palette PNG)" in err
+    before = {p: p.stat().st_mtime_ns for p in (d / "o").rglob("*") if p.is_file()}
+    code, _, err = run(cmd, capsys)  # the same command again: already complete, nothing touched
+    assert code == 0 and "already complete" in err, err
+    assert {p: p.stat().st_mtime_ns for p in (d / "o").rglob("*") if p.is_file()} == before
+    code, _, err = run([*cmd, "--soft"], capsys)  # other options: refused, --overwrite suggested
+    _one_line_error(code, err, "--overwrite")
+    code, _, err = run([*cmd, "-q", "--overwrite", "--soft"], capsys)
+    assert code == 0 and err == "", err
+    assert (d / "o/soft/1/00000.png").is_file() and not (d / "o/.resume").exists()
 
 
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root can write anywhere")
@@ -183,7 +158,7 @@ def test_killed_run_resumes_to_identical_masks(tmp_path) -> None:
         b = read_index_png(out / "masks" / f"{i:05d}.png")
         assert np.array_equal(a, b), f"frame {i} differs after resume"
     assert json.loads((out / "run.json").read_text())["status"] == "complete"
-    assert not list(out.rglob(".*partial*"))  # leftovers of the killed run are cleaned up
+    assert not list(out.rglob(".*partial*")) and not (out / ".resume").exists()  # no leftovers of the killed run
     assert len(list(open_video(out / "overlay.mp4"))) == 150
     summary = json.loads((out / "timing.json").read_text())["summary"]
     assert summary["frames"] == 150 and summary["resumed_from_frame"] > 0
@@ -230,6 +205,28 @@ def test_agss_works_offline_out_of_the_box_with_shipped_weights(clip, capsys, mo
     assert len(list((out / "masks").glob("*.png"))) == 14
 
 
+def test_inference_defaults_travel_with_the_weights(clip, capsys, tmp_path) -> None:
+    """Without --size / --flow, agss runs at the size and with the flow its weights were trained
+    with (weights.toml / the file's metadata); explicit options win; timing.json says which."""
+    from vostool.inference.session import internal_size
+    from vostool.weights import load_manifest
+
+    trained = load_manifest().entry("agss.davis16-compact").inference
+    w, h = Image.open(clip["mask"]).size
+    big = trained["size"] > min(w, h)  # the weights' size is capped at the input's (with a note, no warning)
+    cases = {"defaults": ([], internal_size(w, h, trained["size"]), trained["flow"], ["flow", "size"])}
+    cases["explicit"] = (["--size", "48", "--flow", "farneback"], internal_size(w, h, 48), "farneback", None)
+    cases["input size"] = (["--size", "0"], (w, h), trained["flow"], ["flow"])
+    for name, (extra, resolution, flow, used) in cases.items():
+        args = [clip["video"], "--mask", clip["mask"], "-o", tmp_path / name, "--method", "agss", "--json", "--no-overlay", *extra]
+        code, stdout, err = run(args, capsys)
+        assert code == 0, err
+        summary = json.loads(stdout)
+        assert tuple(summary["internal_resolution"]) == resolution, name
+        assert summary["flow"] == flow and summary["weights"].get("defaults_used") == used, name
+        assert "warning" not in err or not big, err
+
+
 def test_shipped_agss_beats_flow_on_real_video(shared_dir) -> None:
     """The shipped compact AGSS follows a held-out DAVIS sequence (motocross-bumps, not trained
     on) better than warping alone."""
@@ -251,3 +248,116 @@ def test_shipped_agss_beats_flow_on_real_video(shared_dir) -> None:
                 ious.append(np.logical_and(p, g).sum() / max(np.logical_or(p, g).sum(), 1))
         scores[method] = float(np.mean(ious))
     assert scores["agss"] > 0.6 and scores["agss"] > scores["flow"] + 0.15, scores
+
+
+def test_overwrite_deletes_only_what_vostool_wrote(clip, capsys) -> None:
+    """Issue 14 item 2: --overwrite removes the files the earlier run recorded, nothing else."""
+    out = clip["dir"] / "o"
+    code, _, err = run([clip["video"], "--mask", clip["mask"], "-o", out, "-q", "--soft", "--no-overlay"], capsys)
+    assert code == 0, err
+    manifest = (out / ".vostool-files").read_text().split()
+    assert "masks/00013.png" in manifest and "soft/2/00013.png" in manifest and "run.json" in manifest
+    (out / "notes.txt").write_text("mine")
+    (out / "frames-i-keep").mkdir()
+    code, _, err = run([clip["video"], "--mask", clip["mask"], "-o", out, "-q", "--overwrite", "--no-overlay"], capsys)
+    assert code == 0, err
+    assert (out / "notes.txt").read_text() == "mine" and (out / "frames-i-keep").is_dir()
+    assert not (out / "soft").exists()  # the earlier run's soft scores went with it
+    assert not [p for p in (out / ".vostool-files").read_text().split() if p.startswith("soft/")]
+
+
+@pytest.mark.slow
+def test_a_second_run_on_the_same_folder_is_refused_while_the_first_finishes(tmp_path) -> None:
+    """Issue 14 item 10: --overwrite during a run is refused with one line naming the running
+    process; the first run completes unharmed and leaves no .resume/ or partial file."""
+    frames, masks = moving_objects(60, 96, 128, objects=2, speed=1.0)
+    d = write_folder(tmp_path / "frames", frames)
+    write_index_png(tmp_path / "m.png", masks[0])
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "vostool", "segment", str(d), "--mask", str(tmp_path / "m.png"), "-q", "-o", str(tmp_path / "out")]
+    first = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and first.poll() is None and len(list((tmp_path / "out/masks").glob("[!.]*.png"))) < 5:
+        time.sleep(0.02)
+    assert first.poll() is None, "the first run finished too early"
+    first.send_signal(signal.SIGSTOP)  # hold it mid-run while the second one tries
+    try:
+        second = subprocess.run([*cmd, "--overwrite"], env=env, capture_output=True, text=True)
+    finally:
+        first.send_signal(signal.SIGCONT)
+    assert second.returncode == 4
+    assert second.stderr.strip() == f"vostool: error: {tmp_path / 'out'} is being written by another vostool run (pid {first.pid}); " + (
+        "wait for it to finish or choose another -o"
+    )
+    _, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err
+    out = tmp_path / "out"
+    assert json.loads((out / "run.json").read_text())["status"] == "complete"
+    assert len(list((out / "masks").glob("*.png"))) == 60 and (out / "overlay.mp4").is_file()
+    assert not (out / ".resume").exists() and not [p for p in out.rglob("*") if ".partial" in p.name]
+
+
+def test_one_frame_numbering_for_masks_of_a_one_based_folder(tmp_path, capsys) -> None:
+    """Issue 14 item 7: in a folder numbered from 1, ``--masks`` files named like the frames, or
+    carrying the frames' numbers, land on those frames; ``--mask N:`` is the 0-based index."""
+    frames, masks = moving_objects(8, 96, 128, objects=2, speed=1.0)
+    d = write_folder(tmp_path / "frames", frames, "img_{:04d}.jpg")
+    for i, p in reversed(list(enumerate(sorted(d.iterdir())))):
+        p.rename(d / f"img_{i + 1:04d}.jpg")  # img_0001 .. img_0008
+    first = np.where(masks[0] == 1, 1, 0).astype(np.uint8)
+    later = np.where(masks[4] == 2, 2, 0).astype(np.uint8)  # object 2 on the 5th frame, img_0005 (index 4)
+    for name, files in (("like-frames", ("img_0001", "img_0005")), ("numbers", ("0001", "0005"))):
+        md = tmp_path / name
+        md.mkdir()
+        write_index_png(md / f"{files[0]}.png", first)
+        write_index_png(md / f"{files[1]}.png", later)
+        out = tmp_path / f"out-{name}"
+        code, _, err = run([d, "--masks", md, "-o", out, "-q", "--no-overlay"], capsys)
+        assert code == 0, err
+        assert 2 not in read_index_png(out / "masks/img_0004.png")
+        np.testing.assert_array_equal(read_index_png(out / "masks/img_0005.png") == 2, later == 2)
+    write_index_png(tmp_path / "first.png", first)
+    write_index_png(tmp_path / "later.png", later)
+    code, _, err = run([d, "--mask", tmp_path / "first.png", "--mask", f"4:{tmp_path / 'later.png'}", "-o", tmp_path / "o3", "-q"], capsys)
+    assert code == 0, err
+    np.testing.assert_array_equal(
+        read_index_png(tmp_path / "o3/masks/img_0005.png"), read_index_png(tmp_path / "out-numbers/masks/img_0005.png")
+    )
+
+
+def test_overlay_keeps_the_timing_of_a_variable_frame_rate_video(tmp_path, capsys) -> None:
+    """Issue 14 item 6: one mask per decoded frame, in order, each frame's time in timing.json,
+    and the overlay shows the frames at the input's times."""
+    from test_io_video_vfr import VFR_TIMES, _vfr_clip
+
+    video = _vfr_clip(tmp_path / "vfr.mp4")
+    ids = np.zeros((64, 96), np.uint8)
+    ids[20:40, 30:60] = 1
+    write_index_png(tmp_path / "m.png", ids)
+    out = tmp_path / "out"
+    code, _, err = run([video, "--mask", tmp_path / "m.png", "-o", out, "-q"], capsys)
+    assert code == 0, err
+    assert len(list((out / "masks").glob("*.png"))) == len(VFR_TIMES)
+    rows = json.loads((out / "timing.json").read_text())["frames"]
+    assert [r["pts"] for r in rows] == pytest.approx(VFR_TIMES, abs=1e-3)
+    ov = open_video(out / "overlay.mp4")
+    list(ov)
+    assert ov.timestamps == pytest.approx(VFR_TIMES, abs=2e-3)
+
+
+def test_api_takes_masks_as_arrays_and_by_frame(clip) -> None:
+    """The Python API: ``{frame: mask}`` with arrays or files; arrays are checked, never wrapped."""
+    import vostool
+    from vostool.errors import InputError
+
+    first = clip["masks"][0]
+    later = np.where(clip["masks"][6] == 2, 2, 0).astype(np.uint8)
+    write_index_png(clip["dir"] / "later.png", later)
+    given = vostool.collect_masks({0: np.where(first == 1, 1, 0).astype(np.int64), 6: str(clip["dir"] / "later.png")})
+    assert sorted(given) == [0, 6] and given[0].object_ids == [1] and given[6].source.endswith("later.png")
+    with pytest.raises(InputError, match="holds id 300"):
+        vostool.collect_masks(np.where(first == 1, 300, first.astype(np.int32)))
+    with pytest.raises(InputError, match="not a frame index"):
+        vostool.collect_masks({-1: first})
+    summary = vostool.segment(clip["video"], {0: first, 6: later}, clip["dir"] / "api", overlay=False, device="cpu")
+    assert summary["objects"] == [1, 2] and summary["frames"] == 14

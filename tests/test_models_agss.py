@@ -43,9 +43,10 @@ def test_predict_shapes_and_probabilities_at_odd_sizes(hw: tuple[int, int]) -> N
     assert_probabilities(out, 2, hw)
 
 
-def test_predict_is_the_training_forward_plus_normalisation() -> None:
+@pytest.mark.parametrize("arch", [{}, {"backbone": "mobilenet-v2", "base_width": 64}], ids=["resnet18", "mobilenet-v2"])
+def test_predict_is_the_training_forward_plus_normalisation(arch: dict) -> None:
     """Inference uses the same network pieces as ``AGSSNet.forward`` (eq. 4-5 on top)."""
-    m = tiny()
+    m = tiny(**arch)
     frames, ids = moving_objects(2, 75, 101, objects=3)
     image0, prob0 = to_inputs(frames[0], ids[0], 3)
     image1, _ = to_inputs(frames[1], ids[1], 3)
@@ -71,6 +72,26 @@ def test_per_object_parts_batched_equal_one_object_at_a_time() -> None:
             r2_i, atn_i = net.instance_specific(image, masks[i : i + 1])
             torch.testing.assert_close(net.decode(m3, r2_i, atn_i)[0], batched[i], rtol=1e-4, atol=1e-5)
     assert batched.shape == (4, 64, 96)
+
+
+@pytest.mark.parametrize("groups,objects", [(1, 1), (1, 3), (2, 3)])
+def test_frame_features_share_work_without_changing_results(groups: int, objects: int) -> None:
+    """One pass for both modules (shared stem; with one object the whole first stage) equals the
+    instance-agnostic and instance-specific modules run separately."""
+    net = tiny().net
+    image, masks = torch.rand(1, 3, 64, 96), torch.rand(objects, 1, 64, 96)
+    member = torch.zeros(groups, objects)
+    member[0, : objects - groups + 1] = 1
+    for g in range(1, groups):
+        member[g, objects - groups + g] = 1
+    agnostic = (masks[:, 0].unsqueeze(0) * member[:, :, None, None]).amax(1, keepdim=True)
+    ref = torch.rand(groups, net.encoder.channels[3], 2, 3)
+    with torch.no_grad():
+        m3, r2_obj = net.frame_features(image, agnostic, masks, ref)
+        torch.testing.assert_close(m3, net.instance_agnostic(image, agnostic, ref), rtol=1e-4, atol=1e-5)
+        r2, atn = net.instance_specific(image, masks)
+        torch.testing.assert_close(r2_obj, r2, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(net.attention(r2_obj, masks), atn, rtol=1e-4, atol=1e-5)
 
 
 def test_forward_batch_equals_separate_samples() -> None:
@@ -104,17 +125,25 @@ def test_object_added_mid_video_gets_its_own_reference_group() -> None:
         m.predict(state, image2, prob2[1:3])
 
 
-def test_object_without_confident_warped_pixels_is_dropped() -> None:
+def test_vanished_object_is_carried_with_its_last_seen_mask() -> None:
+    """An object with no warped pixel > 0.5 is not dropped for good: it keeps its slot and its
+    last-seen mask (the prior it is searched with until it returns)."""
     m = tiny()
-    frames, ids = moving_objects(2, 48, 64, objects=2)
-    warped = to_inputs(frames[0], ids[0], 2)[1][1:].clone()
-    warped[1] *= 0.5  # no pixel > 0.5: the object is lost
+    frames, ids = moving_objects(3, 48, 64, objects=2)
+    image0, prob0 = to_inputs(frames[0], ids[0], 2)
+    warped = prob0[1:].clone()
+    warped[1] *= 0.5  # no pixel > 0.5: object 2 vanished
     with torch.inference_mode():
         state = first_frame_state(m, frames[0], ids[0], 2)
-        out = m.predict(state, to_inputs(frames[1], ids[1], 2)[0], warped)
-    assert torch.equal(out[2], torch.zeros_like(out[2]))
-    assert out[1].max() > 0
-    assert_probabilities(out, 2, (48, 64))
+        m.update(state, image0, prob0)
+        torch.testing.assert_close(state["last_seen"], prob0[1:])
+        image1 = to_inputs(frames[1], ids[1], 2)[0]
+        out = m.predict(state, image1, warped)
+        assert_probabilities(out, 2, (48, 64))
+        m.update(state, image1, out)
+        if not (out[2] > 0.5).any():  # still absent: its last-seen mask is kept, not the empty one
+            torch.testing.assert_close(state["last_seen"][1], prob0[2])
+        torch.testing.assert_close(state["last_seen"][0], torch.where((out[1] > 0.5).any(), out[1], prob0[1]))
 
 
 def test_gradients_reach_every_learnable_parameter() -> None:

@@ -1,4 +1,5 @@
-"""Shared network blocks: encoder, global convolution, refine, CBAM, aggregation, padding."""
+"""Shared network blocks: global convolution, refine, CBAM, aggregation, padding, frozen BN
+(the encoders are tested in test_models_backbones.py)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,11 @@ import pytest
 import torch
 from torch import nn
 
+from vostool.models.backbones import ResNetEncoder
 from vostool.models.blocks import (
     CBAM,
     GlobalConvBlock,
     RefineModule,
-    ResNetEncoder,
     aggregate_logits,
     freeze_batchnorm,
     pad_to_multiple,
@@ -27,38 +28,6 @@ def test_pad_unpad_round_trip(hw: tuple[int, int]) -> None:
     assert padded.shape[-2] % 32 == 0 and padded.shape[-1] % 32 == 0
     assert padded.shape[-2] - hw[0] < 32 and padded.shape[-1] - hw[1] < 32
     assert torch.equal(unpad(padded, pads), x)
-
-
-@pytest.mark.parametrize("depth,expansion", [(18, 1), (50, 4)])
-def test_encoder_strides_and_channels(depth: int, expansion: int) -> None:
-    enc = ResNetEncoder(depth, base_width=8, mask_channels=1).eval()
-    feats = enc(torch.rand(1, 3, 64, 96), torch.rand(1, 1, 64, 96))
-    assert enc.channels == tuple(8 * m * expansion for m in (1, 2, 4, 8))
-    for f, c, s in zip(feats, enc.channels, (4, 8, 16, 32)):
-        assert f.shape == (1, c, 64 // s, 96 // s)
-
-
-def test_stem_shares_rgb_features_over_masks() -> None:
-    """B images with K masks each give the same features as repeating every image K times."""
-    torch.manual_seed(0)
-    enc = ResNetEncoder(18, base_width=8, mask_channels=1).eval()
-    image, masks = torch.rand(2, 3, 64, 64), torch.rand(6, 1, 64, 64)
-    with torch.no_grad():
-        shared = enc(image, masks)
-        repeated = enc(image.repeat_interleave(3, 0), masks)
-    for a, b in zip(shared, repeated):
-        torch.testing.assert_close(a, b)
-    with pytest.raises(ValueError):
-        enc(image, torch.rand(5, 1, 64, 64))
-
-
-def test_mask_changes_the_features() -> None:
-    enc = ResNetEncoder(18, base_width=8, mask_channels=1).eval()
-    image = torch.rand(1, 3, 64, 64)
-    with torch.no_grad():
-        a = enc(image, torch.zeros(1, 1, 64, 64))[-1]
-        b = enc(image, torch.ones(1, 1, 64, 64))[-1]
-    assert not torch.allclose(a, b)
 
 
 def test_soft_aggregate_is_agss_eq_4_5() -> None:

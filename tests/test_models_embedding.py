@@ -58,8 +58,9 @@ def test_predict_shapes_and_probabilities_at_odd_sizes(hw: tuple[int, int]) -> N
     assert state["anchor_times"] == [0] and state["pool_times"] == [1]
 
 
-def test_predict_is_the_training_forward_plus_soft_aggregation() -> None:
-    m = tiny()
+@pytest.mark.parametrize("arch", [{}, {"backbone": "mobilenet-v2", "base_width": 64}], ids=["resnet18", "mobilenet-v2"])
+def test_predict_is_the_training_forward_plus_soft_aggregation(arch: dict) -> None:
+    m = tiny(**arch)
     frames, ids = moving_discs(2, 45, 67, k=3)
     image0, prob0 = to_inputs(frames[0], ids[0], 3)
     image1, _ = to_inputs(frames[1], ids[1], 3)

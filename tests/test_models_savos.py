@@ -57,8 +57,9 @@ def test_guidance_is_the_previous_probability_not_the_warped_input() -> None:
     assert not torch.allclose(a, c)
 
 
-def test_predict_is_the_training_forward_plus_eq_5() -> None:
-    m = tiny()
+@pytest.mark.parametrize("arch", [{}, {"backbone": "mobilenet-v2", "base_width": 64}], ids=["resnet18", "mobilenet-v2"])
+def test_predict_is_the_training_forward_plus_eq_5(arch: dict) -> None:
+    m = tiny(**arch)
     frames, ids = moving_objects(2, 75, 101, objects=3)
     image0, prob0 = to_inputs(frames[0], ids[0], 3)
     image1, _ = to_inputs(frames[1], ids[1], 3)

@@ -193,3 +193,63 @@ def test_asking_for_onnx_runtime_without_it_says_how_to_install_it() -> None:
     with pytest.raises(InputError, match=r"pip install 'vostool\[ort\]'"):
         create_session("agss", method_kwargs={"variant": "tiny"}, weights="random", device="cpu", runtime="onnxruntime")
     assert create_session("agss", method_kwargs={"variant": "tiny"}, weights="random", device="cpu").describe()["runtime"] == "torch"
+
+
+def _drifted(ids: np.ndarray, oid: int, px: int) -> np.ndarray:
+    """``ids`` with object ``oid`` grown by ``px`` pixels over the background (a drifted mask)."""
+    import cv2
+
+    grown = cv2.dilate((ids == oid).astype(np.uint8), np.ones((2 * px + 1, 2 * px + 1), np.uint8)).astype(bool)
+    out = ids.copy()
+    out[grown & (ids == 0)] = oid
+    return out
+
+
+@pytest.mark.parametrize("arrays", KINDS)
+def test_a_mask_on_a_later_frame_replaces_a_drifted_object(arrays: str) -> None:
+    """Issue 14 item 4: a mask for an object on frame t is its truth on frame t (drift removed,
+    not pixels added); the other objects keep their prediction."""
+    frames, masks = moving_objects(12, 96, 128, objects=2, speed=1.0)
+    start = _drifted(masks[0], 1, 8)  # object 1 given far too big: its prediction drifts
+    t = 6
+    fix = np.where(masks[t] == 1, 1, 0).astype(np.uint8)
+    plain = list(create_session("flow", flow="dis", device="cpu", arrays=arrays).propagate(frames, {0: start}))
+    fixed = list(create_session("flow", flow="dis", device="cpu", arrays=arrays).propagate(frames, {0: start, t: fix}))
+    assert iou(plain[t].ids == 1, fix == 1) < 0.8  # drifted before the correction
+    assert iou(fixed[t].ids == 1, fix == 1) >= 0.99
+    np.testing.assert_array_equal(fixed[t].ids == 1, fix == 1)  # exactly the given mask
+    np.testing.assert_array_equal(_prob(fixed[t])[1] == 1.0, fix == 1)
+    assert iou(fixed[t].ids == 2, plain[t].ids == 2) > 0.97  # object 2 kept where the mask leaves it
+    assert iou(fixed[-1].ids == 1, masks[-1] == 1) > iou(plain[-1].ids == 1, masks[-1] == 1) + 0.15  # the fix propagates
+
+
+@pytest.mark.parametrize(("method", "arrays"), [("flow", "numpy"), ("flow", "torch"), ("agss", "torch")])
+def test_given_frames_come_back_exactly_at_another_internal_size(method: str, arrays: str) -> None:
+    """Issue 14 item 13: with --size below the input, a frame with a given mask returns that
+    mask exactly at the input size (no resampling of the given pixels), for every method."""
+    frames, masks = moving_objects(5, 120, 160, objects=2, speed=1.0)
+    kwargs = {"weights": "random", "method_kwargs": {"variant": "tiny"}} if method == "agss" else {}
+    s = create_session(method, flow="dis", device="cpu", size=52, arrays=arrays, **kwargs)
+    later = np.where(masks[3] == 2, 2, 0).astype(np.uint8)
+    res = list(s.propagate(frames, {0: masks[0], 3: later}))
+    np.testing.assert_array_equal(res[0].ids, masks[0])
+    np.testing.assert_array_equal(res[3].ids == 2, later == 2)
+    assert res[0].prob.shape == (3, 120, 160)
+
+
+def test_array_masks_are_checked_not_wrapped() -> None:
+    frames, masks = moving_objects(2, 64, 96)
+    s = create_session("flow", flow="dis", device="cpu")
+    with pytest.raises(InputError, match="id 300"):
+        s.step(frames[0], np.where(masks[0] == 1, 300, masks[0].astype(np.int32)))
+    with pytest.raises(InputError, match="dtype float"):
+        s.step(frames[0], masks[0].astype(np.float32))
+    void = np.where(masks[0] == 2, 255, masks[0]).astype(np.uint8)
+    assert s.step(frames[0], void).object_ids == [1]  # 255 is void, not an object
+
+
+def test_size_above_the_input_runs_at_the_input_size() -> None:
+    from vostool.inference.session import internal_size
+
+    assert internal_size(320, 180, 1080) == (320, 180)
+    assert internal_size(320, 180, 90) == (160, 90)

@@ -77,7 +77,7 @@ def test_same_seed_same_weights_and_resume_is_exact(videos: list, tmp_path: Path
 def test_export_loads_in_a_session_and_validation_scores(videos: list, tmp_path: Path) -> None:
     from vostool.api import create_session
 
-    log = Trainer(_config(steps=2), videos, videos[:1], out=tmp_path / "r", progress=False).run()
+    log = Trainer(_config(steps=2, data={"size": 64}), videos, videos[:1], out=tmp_path / "r", progress=False).run()
     v = log["validation"][-1]
     assert v["step"] == 2 and 0.0 <= v["J&F"] <= 1.0 and set(v["sequences"]) == {videos[0].name}
     final = tmp_path / "r" / "final.safetensors"
@@ -86,6 +86,7 @@ def test_export_loads_in_a_session_and_validation_scores(videos: list, tmp_path:
         assert f.get_tensor("decoder.pred2.weight").dtype == torch.float16
     assert json.loads(meta["arch"]) == TINY and meta["method"] == "agss"
     assert json.loads(meta["training"])["steps"] == 2
+    assert meta["flow"] == "dis" and meta["inference_size"] == "64"  # what inference should use
     session = create_session("agss", flow="dis", device="cpu", weights=str(final), offline=True)
     seq = videos[0]
     res = session.step(seq.images[0], seq.labels[0])
@@ -139,13 +140,34 @@ def test_methods_without_recipe_stop_with_one_line(tmp_path: Path) -> None:
     assert r.exit_code != 0 and isinstance(r.exception, VostoolError) and "no training data" in str(r.exception)
 
 
-def test_augmented_clips_are_deterministic(videos: list) -> None:
-    recipe = AGSSRecipe(clip_length=4, crop=(48, 64))
+@pytest.mark.parametrize("augment", ["paper", "strong"])
+def test_augmented_clips_are_deterministic(videos: list, augment: str) -> None:
+    recipe = AGSSRecipe(clip_length=4, crop=(48, 64), augment=augment)
     s = recipe.sampler(videos, 5)
     c1, c2 = recipe.make_clip(s, 9, 0), recipe.make_clip(s, 9, 0)
     assert np.array_equal(c1.images, c2.images) and np.array_equal(c1.labels, c2.labels)
     assert c1.images.shape == (4, 48, 64, 3) and c1.num_objects >= 1
     assert set(np.unique(c1.labels[0])) - {255} == set(range(c1.num_objects + 1))
+    if augment == "strong":  # lighting / zoom / lucid clips change every clip; "paper" clips are untouched by it
+        paper = AGSSRecipe(clip_length=4, crop=(48, 64))
+        assert all(not np.array_equal(recipe.make_clip(s, i, 0).images, paper.make_clip(s, i, 0).images) for i in range(4))
+
+
+def test_frame_steps_and_learning_rate_groups_resume_exactly(videos: list, tmp_path: Path) -> None:
+    """One optimiser step per frame, and encoder / mask-convolution learning rates of their own:
+    the groups get their rates, and a resumed run still equals an uninterrupted one."""
+    cfg = dict(arch={**TINY, "freeze_bn": True}, frame_steps=True, encoder_lr=1e-4, mask_lr=1e-2)
+    t = Trainer(_config(**cfg), videos, out=tmp_path / "a", progress=False)
+    t.train_step()
+    rates = sorted(g["lr"] for g in t.optimizer.param_groups)
+    assert rates == pytest.approx([1e-4, 1e-3, 1e-2], rel=0.3)
+    mask = t.net.encoder.conv1_p.weight
+    assert any(mask is p for g in t.optimizer.param_groups if g["lr"] == max(rates) for p in g["params"])
+    t.run()
+    Trainer(_config(**cfg), videos, out=tmp_path / "b", progress=False).run(stop_at=2)
+    Trainer(_config(**cfg), videos, out=tmp_path / "b", resume=True, progress=False).run()
+    a, b = (_weights(tmp_path / x / "checkpoint.safetensors") for x in "ab")
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_agss_recipe_with_a_learned_flow_matches_its_own_flow(shared_dir: Path) -> None:
@@ -181,9 +203,10 @@ def test_batchnorm_recalibration_averages_training_clips(videos: list, tmp_path:
     bn = net.encoder.bn1
     bn.running_mean.fill_(5.0)
     assert recalibrate_batchnorm(net, recipe, recipe.sampler(videos, 0), 2) > 0
-    # 2 clips x (reference + 2 frames x (agnostic + instance-specific pass)) = 10 stem forwards;
+    # 2 clips x (reference + 2 frames x one pass: the agnostic and instance-specific paths run
+    # the stem batched together) = 6 stem forwards;
     # plain average, momentum restored
-    assert int(bn.num_batches_tracked) == 10 and bn.momentum == 0.1
+    assert int(bn.num_batches_tracked) == 6 and bn.momentum == 0.1
     assert float(bn.running_mean.abs().max()) < 5.0
     # trained BN: the run recalibrates at the end; frozen BN: never
     log = Trainer(_config(steps=1), videos, out=tmp_path / "t", progress=False).run()

@@ -45,6 +45,21 @@ def test_dense_recipes_reduce_loss_on_a_fixed_batch(name: str, videos: list) -> 
     assert losses[-1] < 0.5 * losses[0], losses
 
 
+@pytest.mark.parametrize("name", ["agss", "savos", "embedding", "ovsnet"])
+def test_batch_images_are_nchw_copies_of_the_clip_frames(name: str, videos: list) -> None:
+    # NCHW, not channels_last views: oneDNN 3.12's NHWC weight gradient of narrow strided 1x1
+    # convs corrupts the heap (benchmarks/onednn_nhwc_1x1_backward.py).
+    recipe = get_recipe(name)
+    sampler = recipe.sampler(videos, 0)
+    batch = recipe.make_batch(sampler, 3, 2)
+    images = batch.images if name == "ovsnet" else list(batch.images.unbind(0))
+    assert images and all(im.is_contiguous() and im.dtype == torch.float32 for im in images)
+    if name != "ovsnet":
+        clip = recipe.make_clip(sampler, 3, 1)
+        expected = torch.from_numpy(clip.images).permute(0, 3, 1, 2).float() / 255.0
+        assert torch.equal(images[1], expected)
+
+
 def test_ovsnet_recipe_targets_and_losses(videos: list) -> None:
     net, recipe = _net("ovsnet"), get_recipe("ovsnet")
     batch = recipe.make_batch(recipe.sampler(videos, 0), 0, 2)

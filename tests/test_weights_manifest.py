@@ -28,6 +28,15 @@ def test_root_copy_is_identical_to_packaged(repo_dir):
     assert (repo_dir / "weights.toml").read_bytes() == packaged_manifest_path().read_bytes()
 
 
+def test_user_facing_text_names_no_development_paths_and_right_commands():
+    """Issue 14 item 13: `weights list` and the no-weights errors show what users can run: no
+    ``../shared`` path, and ``vostool train --method NAME`` (``vostool train NAME`` is no command)."""
+    text = packaged_manifest_path().read_text(encoding="utf-8")
+    assert "../shared" not in text and "shared/data" not in text
+    commands = re.findall(r"`(vostool train[^`]*)`", text)
+    assert commands and all(c == "vostool train" or c.startswith("vostool train --") for c in commands), commands
+
+
 def test_manifest_is_valid_and_parses(raw):
     assert validate(raw) == []
     m = load_manifest()

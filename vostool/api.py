@@ -13,69 +13,122 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from .errors import InputError
 from .inference.builder import create_session, load_method
 from .inference.device import resolve_device
 from .inference.session import Session, StepResult
-from .inference.video_to_folder import segment_to_folder
-from .io.masks import IndexMask, read_mask
+from .inference.video_to_folder import check_masks, segment_to_folder
+from .io.masks import IndexMask, ids_from_array, read_mask
 from .io.video import IMAGE_SUFFIXES, VideoSource, natural_key, open_video
 from .options import OutputOptions, RunOptions, with_fields
 
-MaskSpec = str | os.PathLike[str] | IndexMask
+MaskSpec = str | os.PathLike[str] | IndexMask | np.ndarray
+"""A mask given for a video: a file (frame 0), ``"N:FILE"`` (frame N, 0-based), an IndexMask or
+an ``(H, W)`` integer array of object ids (frame 0)."""
+
+_LAST_NUMBER = re.compile(r"(\d+)(?!.*\d)")
 
 
-_FRAME_NUMBER = re.compile(r"(\d+)(?!.*\d)")
+def _last_number(name: str) -> int | None:
+    m = _LAST_NUMBER.search(name)
+    return None if m is None else int(m.group(1))
 
 
 def _mask_frame_index(stem: str, frame_names: list[str] | None) -> int:
-    if frame_names is not None and stem in frame_names:
+    """The frame a ``--masks`` file belongs to: the frame of the same name; else, in a frame
+    folder, the frame whose name carries the same number (``0001.png`` -> ``img_0001.jpg``,
+    wherever the folder starts counting); else (a video file) the number as 0-based index."""
+    number = _last_number(stem)
+    if frame_names is None:
+        if number is None:
+            raise InputError(f"cannot tell which frame mask {stem!r} belongs to: name masks by 0-based frame number (00030.png)")
+        return number
+    if stem in frame_names:
         return frame_names.index(stem)
-    m = _FRAME_NUMBER.search(stem)
-    if m is None:
-        raise InputError(f"cannot tell which frame mask {stem!r} belongs to: name masks by frame number (00030.png) or frame name")
-    return int(m.group(1))
+    matches = [i for i, name in enumerate(frame_names) if number is not None and _last_number(name) == number]
+    if len(matches) != 1:
+        why = "matches no frame" if not matches else f"matches {len(matches)} frames"
+        raise InputError(
+            f"mask {stem!r} {why} of the folder (frames {frame_names[0]} .. {frame_names[-1]}); name each mask like its frame "
+            f"(e.g. {frame_names[0]}.png)"
+        )
+    return matches[0]
+
+
+def _parse_spec(text: str) -> tuple[int, str]:
+    """``"FILE"`` -> ``(0, FILE)``, ``"N:FILE"`` -> ``(N, FILE)`` (N 0-based); bad specs are an InputError."""
+    if ":" not in text or Path(text).exists() or re.match(r"[A-Za-z]:[\\/]", text):
+        return 0, text
+    n, path = text.split(":", 1)
+    if not re.fullmatch(r"\d+", n.strip()):
+        raise InputError(
+            f"--mask {text!r}: {n!r} is not a frame number (and no such file exists); give FILE for frame 0 or N:FILE with N the "
+            "0-based frame index"
+        )
+    if not path:
+        raise InputError(f"--mask {text!r} names no file; give N:FILE")
+    return int(n), path
 
 
 def collect_masks(
-    mask: Sequence[MaskSpec] | MaskSpec | None = None,
+    mask: Sequence[MaskSpec] | Mapping[int, MaskSpec] | MaskSpec | None = None,
     masks_dir: str | os.PathLike[str] | None = None,
     *,
     frame_names: list[str] | None = None,
 ) -> dict[int, IndexMask]:
     """Read the masks given for a video into ``{frame index: IndexMask}``.
 
+    Frames are numbered from 0. ``"N:FILE"`` gives frame N; a ``masks_dir`` file gives the frame
+    of the same name, else (a frame folder) the frame whose name carries the same number, else
+    (a video file) frame N for ``N.png`` / ``000N.png``.
+
     Args:
-        mask: one path (frame 0), ``"N:path"`` strings, IndexMasks (frame 0), or a list of them.
+        mask: a path (frame 0), an ``"N:path"`` string, an IndexMask or ``(H, W)`` id array
+            (frame 0), a list of them, or a ``{frame index: any of these}`` mapping.
         masks_dir: a folder of frame-numbered PNGs (``00000.png``, ``00030.png``, or named like
             the frames of a frame folder).
         frame_names: the video's frame names (folder input), to match mask names to frames.
 
     Raises:
-        InputError: unreadable mask, a mask with no object, two masks for one frame.
+        InputError: unreadable mask, a bad ``N:FILE`` spec, an array that is not object ids, a
+            mask with no object, two masks for one frame.
     """
     out: dict[int, IndexMask] = {}
 
     def put(idx: int, m: IndexMask, label: str) -> None:
         if idx in out:
-            raise InputError(f"two masks given for frame {idx} ({label}); give one mask per frame")
+            raise InputError(
+                f"two masks given for frame {idx} ({out[idx].source or 'an earlier one'} and {label}); give one mask per frame"
+            )
         if not m.object_ids:
             raise InputError(f"mask {label} has no object: every pixel is background (or void); draw at least one object")
         out[idx] = m
 
-    items = [] if mask is None else (list(mask) if isinstance(mask, (list, tuple)) else [mask])
-    for spec in items:
+    def read(idx: int | None, spec: MaskSpec) -> None:
         if isinstance(spec, IndexMask):
-            put(0, spec, "given for frame 0")
-            continue
-        text = str(spec)
-        m = re.fullmatch(r"(\d+):(.+)", text)
-        idx, path = (int(m.group(1)), m.group(2)) if m and not Path(text).exists() else (0, text)
-        put(idx, read_mask(path), path)
+            idx = 0 if idx is None else idx
+            put(idx, spec, spec.source or f"given for frame {idx}")
+        elif isinstance(spec, np.ndarray):
+            idx = 0 if idx is None else idx
+            put(idx, ids_from_array(spec, what=f"mask for frame {idx}"), f"given for frame {idx}")
+        else:
+            n, path = _parse_spec(str(spec)) if idx is None else (idx, str(spec))
+            put(n, read_mask(path), path)
+
+    if isinstance(mask, Mapping):
+        for idx, spec in mask.items():
+            if isinstance(idx, bool) or not isinstance(idx, (int, np.integer)) or idx < 0:
+                raise InputError(f"mask frame {idx!r} is not a frame index; use 0-based integers as keys")
+            read(int(idx), spec)
+    else:
+        for spec in [] if mask is None else (list(mask) if isinstance(mask, (list, tuple)) else [mask]):
+            read(None, spec)
     if masks_dir is not None:
         d = Path(masks_dir)
         if not d.is_dir():
@@ -106,7 +159,8 @@ def segment(
 
     Args:
         video: video file or folder of frames.
-        mask: first-frame mask path, ``"N:path"`` specs, or a list of them.
+        mask: first-frame mask (path, IndexMask or id array), ``"N:path"`` specs, a list of
+            them, or a ``{frame index: mask}`` mapping (see :func:`collect_masks`).
         out: output folder.
         masks_dir: folder of frame-numbered masks (objects that appear later).
         fps: frame rate of a folder of frames (default 24).
@@ -126,6 +180,7 @@ def segment(
     source: VideoSource = open_video(video, fps=fps)
     try:
         given = collect_masks(mask, masks_dir, frame_names=source.frame_names)
+        check_masks(given, source, resize_mask=run.resize_mask)  # before the weights load
         session = create_session(run)
         return segment_to_folder(session, source, given, Path(out), output, progress=progress)
     finally:

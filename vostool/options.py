@@ -36,13 +36,16 @@ class RunOptions:
 
     Attributes:
         method: registered method name (``flow``, ``agss``, ...).
-        flow: flow backend (:data:`FLOW_NAMES`), or None for the method's default.
+        flow: flow backend (:data:`FLOW_NAMES`), or None: the flow the weights were trained
+            with, else the method's default.
         weights: method weights: None (the manifest's default), an entry name, a file, or
             ``"random"`` (speed measurements only).
         flow_weights: RAFT weights: a file or an entry name (None: the manifest's default).
         offline: never download weights (None: ``VOSTOOL_OFFLINE`` / ``HF_HUB_OFFLINE``).
         device: ``auto``, ``cpu``, ``cuda[:i]`` or ``mps``.
-        size: internal resolution (shorter side), or None for the input resolution.
+        size: internal resolution (shorter side); None: the size the method's weights were
+            trained at (their ``inference`` defaults), else the input resolution; 0: the input
+            resolution.
         precision: one of :data:`PRECISION_NAMES` (CUDA autocast around the network).
         resize_mask: scale masks of another size to the video instead of failing.
         channels_last: channels-last network weights on CUDA (ignored elsewhere).
@@ -118,7 +121,19 @@ class TrainConfig:
             clips (:func:`vostool.train.loop.recalibrate_batchnorm`; skipped for frozen BN; 0 = never).
         flow / flow_weights: the frozen flow of recipes that warp (AGSS: ``dis`` on the CPU,
             ``raft-small`` on CUDA) and of validation.
-        init: a safetensors file of the same network to start from (fine-tuning), None = random.
+        pretrained: ImageNet weights of the encoder(s): ``auto`` (the backbone's entry in
+            weights.toml, if any), ``none``, an entry or a file (:mod:`vostool.train.init`).
+        init: weights of the whole network to start from (a file or entry of the same network,
+            or RGMP's), None = random (after ``pretrained``).
+        encoder_lr: learning rate of the pretrained encoder parameters (None: ``lr``);
+            method-own modules attached to the encoder take ``lr``.
+        mask_lr: learning rate of the encoders' mask convolutions (None: ``lr``). They start at
+            zero next to a pretrained stem whose weights are two orders of magnitude larger, and
+            Adam moves a weight by about the learning rate per step.
+        frame_steps: one optimiser step per predicted frame of a clip instead of one per clip
+            (recipes with a recurrent clip loss: AGSS-VOS, as its authors train).
+        augment: ``paper`` (the paper's augmentations) or ``strong`` (recipes that have it:
+            AGSS-VOS adds lucid-dream clips, zoom / rotation and lighting changes).
     """
 
     method: str = "agss"
@@ -142,6 +157,11 @@ class TrainConfig:
     flow: str = "dis"
     flow_weights: str | None = None
     init: str | None = None
+    pretrained: str | None = "auto"
+    encoder_lr: float | None = None
+    mask_lr: float | None = None
+    frame_steps: bool = False
+    augment: str = "paper"
     data: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -157,10 +177,13 @@ class TrainOptions:
         config: the run's settings (``arch`` and ``data`` are filled in when the run starts).
         steps: optimiser steps; None: the config's default, or the run's own with ``resume``.
         flow: ``auto`` (``raft-small`` on CUDA, ``dis`` on the CPU) or a flow name.
-        data_root / size / synthetic / val_split / max_sequences: the training set (a DAVIS or
-            YouTube-VOS root, read at frame height ``size``), synthetic videos added to it, the
-            held-out split (:func:`vostool.datasets.held_out_names`), a cap on the sequences read.
-        variant / depth / base_width / mdim / freeze_bn: the network's size (``arch``).
+        data_root / extra_data / size / synthetic / val_split / max_sequences: the training set (a
+            DAVIS or YouTube-VOS root, more roots or single clip folders, read at frame height
+            ``size``), synthetic videos added to it, the held-out split
+            (:func:`vostool.datasets.held_out_names`), a cap on the sequences read.
+        variant / backbone / depth / base_width / mdim / freeze_bn: the network (``arch``);
+            ``freeze_bn`` None: frozen when the encoder starts from pretrained weights.
+        backbone_weights: a file of ImageNet weights for the encoder (``config.pretrained``).
         resume / device / threads / time_limit / export_path / stop_at: continue the run in
             ``out``; where it runs; CPU threads; minutes before stopping with a checkpoint; a copy
             of the final weights; stop at this step.
@@ -171,15 +194,18 @@ class TrainOptions:
     steps: int | None = None
     flow: str = "auto"
     data_root: Path | None = None
+    extra_data: tuple[Path, ...] = ()
     size: int = 240
     synthetic: int = 0
     val_split: str = "auto"
     max_sequences: int | None = None
     variant: str | None = None
+    backbone: str | None = None
     depth: int | None = None
     base_width: int | None = None
     mdim: int | None = None
-    freeze_bn: bool = False
+    freeze_bn: bool | None = None
+    backbone_weights: str | None = None
     resume: bool = False
     device: str = "auto"
     threads: int | None = None

@@ -74,6 +74,7 @@ def result_dict(result: BenchResult, settings: dict[str, Any] | None = None) -> 
             "score_seconds": round(s.score_seconds, 4),
             "score_cpu_seconds": round(s.score_cpu_seconds, 4),
             "score_fps": _num(round(s.score_fps, 1)),
+            "missing_ground_truth": s.missing_ground_truth,
             "objects": objects,
         }
         if s.method is not None:
@@ -95,6 +96,7 @@ def result_dict(result: BenchResult, settings: dict[str, Any] | None = None) -> 
             "frames": result.frames_read,
             "cpu_seconds": round(result.score_cpu_seconds, 3),
             "fps": round(result.frames_read / result.wall_seconds, 1) if result.wall_seconds > 0 else None,
+            "frames_without_ground_truth": sum(len(s.missing_ground_truth) for s in result.sequences),
         },
         "sequences": seqs,
     }

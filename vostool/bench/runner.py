@@ -61,6 +61,7 @@ def run_benchmark(
     *,
     workers: int = 1,
     score: bool = True,
+    strict: bool = False,
     on_sequence: Callable[[str, MethodRun], None] | None = None,
 ) -> BenchResult:
     """Run ``session``'s method on every sequence, write the masks, and score them.
@@ -71,6 +72,7 @@ def run_benchmark(
         results_dir: where ``<seq>/<frame>.png`` are written.
         workers: scoring processes.
         score: False to only write masks (e.g. a split without ground truth).
+        strict: frames without ground truth are an error (before anything runs), not a warning.
         on_sequence: progress callback after each sequence is segmented.
 
     Returns:
@@ -78,7 +80,7 @@ def run_benchmark(
     """
     out = Path(results_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tasks = {t.name: t for t in make_tasks(dataset, out)} if score else {}
+    tasks = {t.name: t for t in make_tasks(dataset, out, strict=strict)} if score else {}
     runs: dict[str, MethodRun] = {}
     start = time.perf_counter()
     with Scorer(min(workers, max(1, len(tasks)))) as scorer:

@@ -94,6 +94,7 @@ class SequenceResult:
     score_seconds: float
     score_cpu_seconds: float = 0.0
     method: MethodRun | None = None
+    missing_ground_truth: list[str] = field(default_factory=list)
 
     @property
     def score_fps(self) -> float:
@@ -155,6 +156,8 @@ class ScoreTask:
     resize: bool
     objects: tuple[tuple[int, str], ...] | None = None
     """YouTube-VOS: (object id, first frame stem); None for DAVIS (ids of the first frame)."""
+    missing: tuple[str, ...] = ()
+    """Frames without a ground-truth PNG (not scored; reported)."""
 
 
 def _read_prediction(path: Path, task: ScoreTask, shape: tuple[int, int], num_objects: int) -> np.ndarray:
@@ -217,17 +220,34 @@ def score_sequence(task: ScoreTask) -> SequenceResult:
             js[k].append(j[i])
             fs[k].append(f[i])
     results = [ObjectResult(k, frames[k], np.array(js[k], np.float64), np.array(fs[k], np.float64)) for k, _ in objects if frames[k]]
-    return SequenceResult(task.name, results, len(scored), time.perf_counter() - start, time.thread_time() - cpu)
+    return SequenceResult(
+        task.name, results, len(scored), time.perf_counter() - start, time.thread_time() - cpu, missing_ground_truth=list(task.missing)
+    )
 
 
-def make_tasks(dataset: Dataset, results_dir: str | os.PathLike[str], *, resize: bool = False) -> list[ScoreTask]:
-    """One :class:`ScoreTask` per scorable sequence; sequences with too few annotations are skipped with a warning."""
+def make_tasks(dataset: Dataset, results_dir: str | os.PathLike[str], *, resize: bool = False, strict: bool = False) -> list[ScoreTask]:
+    """One :class:`ScoreTask` per scorable sequence; sequences with too few annotations are skipped with a warning.
+
+    DAVIS frames without a ground-truth PNG are not scored: a warning per sequence gives their
+    count (and the report lists them), or with ``strict`` they are an :class:`InputError`.
+    """
     tasks = []
     for seq in dataset.sequences:
         if not _scorable(seq):
             continue
+        missing = seq.missing_annotations()
+        if missing:
+            what = f"{len(missing)} of the {len(missing) + len(seq.annotated)} frames of sequence {seq.name} have no ground truth"
+            example = f"{seq.annotation_path(missing[0])}"
+            if strict:
+                raise InputError(f"{what} (e.g. {example}); complete the annotations, or drop --strict to score the others")
+            log.warning("%s (e.g. %s): scoring the other %d (--strict makes this an error)", what, example, len(seq.annotated))
         objects = None if seq.objects is None else tuple(seq.objects.items())
-        tasks.append(ScoreTask(seq.name, str(seq.annotation_dir), tuple(seq.annotated), str(results_dir), dataset.binary, resize, objects))
+        tasks.append(
+            ScoreTask(
+                seq.name, str(seq.annotation_dir), tuple(seq.annotated), str(results_dir), dataset.binary, resize, objects, tuple(missing)
+            )
+        )
     return tasks
 
 
@@ -291,6 +311,7 @@ def evaluate(
     *,
     workers: int = 1,
     resize: bool = False,
+    strict: bool = False,
     on_sequence: Callable[[SequenceResult], None] | None = None,
 ) -> BenchResult:
     """Score the predictions in ``results_dir`` against ``dataset``.
@@ -298,17 +319,19 @@ def evaluate(
     Args:
         dataset: the benchmark split (:func:`vostool.datasets.open_dataset`).
         results_dir: folder with ``<seq>/<frame>.png`` predictions.
-        workers: parallel processes (1 = in this process).
+        workers: parallel threads (1 = in the calling thread).
         resize: scale predictions of another size to the ground truth (nearest neighbour).
+        strict: frames without ground truth are an error instead of a warning.
         on_sequence: called with each :class:`SequenceResult` as it is collected (progress).
 
     Raises:
-        InputError: missing predictions, a size mismatch without ``resize``, an unknown object id.
+        InputError: missing predictions, a size mismatch without ``resize``, an unknown object id,
+            frames without ground truth with ``strict``.
     """
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise InputError(f"results folder not found: {results_dir}")
-    tasks = make_tasks(dataset, results_dir, resize=resize)
+    tasks = make_tasks(dataset, results_dir, resize=resize, strict=strict)
     if not tasks:
         raise InputError(f"nothing to score in {dataset.kind} {dataset.split}: no sequence has ground truth beyond its first frame")
     start = time.perf_counter()

@@ -6,9 +6,12 @@ stderr and exit non-zero without a traceback; ``VOSTOOL_DEBUG=1`` shows tracebac
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import logging
 import os
 import sys
+from collections.abc import Iterator
 
 import click
 
@@ -44,6 +47,32 @@ def cli() -> None:
       vostool bench --dataset davis17 --root DAVIS/ --split val --method flow
       vostool weights list
     """
+
+
+class _EchoHandler(logging.Handler):
+    """vostool's log records as ``vostool: message`` lines on stderr (``vostool: warning: ...``)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        kind = "warning: " if record.levelno >= logging.WARNING else ""
+        click.echo(f"vostool: {kind}{record.getMessage()}", err=True)
+
+
+@contextlib.contextmanager
+def log_to_stderr(level: int = logging.INFO) -> Iterator[None]:
+    """Show the library's log records (logger ``vostool``) of ``level`` and above on stderr
+    while a command runs: notes (mask summaries) at INFO, warnings always."""
+    handler = _EchoHandler(level)
+    logger = logging.getLogger("vostool")
+    old_level, old_propagate = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(min(level, logging.WARNING))
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+        logger.propagate = old_propagate
 
 
 def main(argv: list[str] | None = None) -> None:

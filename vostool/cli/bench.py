@@ -15,12 +15,8 @@ import click
 
 from ..errors import InputError
 from ..options import RunOptions
+from . import log_to_stderr
 from .options import run_options
-
-
-class _EchoHandler(logging.Handler):
-    def emit(self, record: logging.LogRecord) -> None:
-        click.echo(f"vostool: warning: {record.getMessage()}", err=True)
 
 
 def _csv_ints(text: str) -> list[int]:
@@ -75,6 +71,7 @@ def _default_workers() -> int:
 @click.option("--speed", is_flag=True, help="Measure FPS against the number of objects (--objects) and plot it.")
 @click.option("--objects", default="1,2,4,8", show_default=True, help="Object counts for --speed.")
 @click.option("--frames", type=click.IntRange(5, 100000), default=30, show_default=True, help="Frames per measurement for --speed.")
+@click.option("--strict", is_flag=True, help="Frames without ground truth are an error (default: a warning, and not scored).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress or table on stderr.")
 def bench(
     dataset: str,
@@ -94,6 +91,7 @@ def bench(
     speed: bool,
     objects: str,
     frames: int,
+    strict: bool,
     quiet: bool,
 ) -> None:
     """Score a method on DAVIS 2016/2017 or YouTube-VOS with numbers equal to the official evaluation.
@@ -111,10 +109,6 @@ def bench(
     """
     from rich.console import Console
 
-    handler = _EchoHandler(logging.WARNING)
-    logger = logging.getLogger("vostool")  # warnings of the dataset layer and of scoring
-    logger.addHandler(handler)
-    logger.propagate = False
     console = Console(stderr=True, quiet=quiet)
 
     def open_root() -> Any:
@@ -123,7 +117,7 @@ def bench(
         only = [s for s in (sequences or "").split(",") if s] or None
         return open_dataset(root, kind=dataset, split=split, resolution=resolution, sequences=only)
 
-    try:
+    with log_to_stderr(logging.WARNING):  # warnings of the dataset layer and of scoring
         if speed:
             if not method:
                 raise InputError("--speed needs --method NAME[,NAME...]")
@@ -158,10 +152,8 @@ def bench(
             json_path,
             submission,
             console,
+            strict,
         )
-    finally:
-        logger.removeHandler(handler)
-        logger.propagate = True
 
 
 def _progress(console: Any) -> Any:
@@ -182,6 +174,7 @@ def _bench(
     json_path: Path | None,
     submission: Path | None,
     console: Any,
+    strict: bool = False,
 ) -> None:
     """Score predictions (``run`` None) or run a method and score its masks; reports and submission."""
     from ..bench.runner import run_benchmark
@@ -193,7 +186,11 @@ def _bench(
         if run is None:
             assert results is not None
             task = prog.add_task("scoring", total=len(ds.sequences))
-            result = evaluate(ds, results, workers=workers, resize=resize, on_sequence=lambda r: prog.advance(task)) if score else None
+            result = (
+                evaluate(ds, results, workers=workers, resize=resize, strict=strict, on_sequence=lambda r: prog.advance(task))
+                if score
+                else None
+            )
             settings["results"] = str(results)
         else:
             from ..inference.builder import create_session
@@ -219,7 +216,7 @@ def _bench(
                 prog.advance(task)
                 prog.console.print(f"{name}: {method_run.frames} frames, {method_run.fps:.1f} fps")
 
-            result = run_benchmark(session, ds, results, workers=workers, score=score, on_sequence=done)
+            result = run_benchmark(session, ds, results, workers=workers, score=score, strict=strict, on_sequence=done)
             result = result if score else None
     if submission is not None:
         from ..bench.submission import write_submission

@@ -47,8 +47,17 @@ def _grouped(cls: type[Any], name: str, options: list[Callable[[F], F]], fields:
     return deco
 
 
+def _check_size(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
+    if value is not None and 0 < value < 16:
+        raise click.BadParameter(f"{value} is too small: give at least 16 (or 0 for the input size)")
+    return value
+
+
 def run_options(
-    *, method: bool = True, size_help: str = "Run at this internal resolution (shorter side); outputs stay at the input size."
+    *,
+    method: bool = True,
+    size_help: str = "Internal resolution (shorter side); outputs stay at the input size. "
+    "Default: the size the weights were trained at, else the input size; 0: the input size.",
 ) -> Callable[[F], F]:
     """The :class:`RunOptions` options (``--method`` only with ``method=True``), passed as ``run``."""
     d = RunOptions()
@@ -64,7 +73,7 @@ def run_options(
         click.option(
             "--precision", type=click.Choice(PRECISION_NAMES), default=d.precision, show_default=True, help="Network precision (autocast)."
         ),
-        click.option("--size", type=click.IntRange(16, 4096), default=d.size, help=size_help),
+        click.option("--size", type=click.IntRange(0, 4096), default=d.size, callback=_check_size, help=size_help),
         click.option(
             "--resize-mask", is_flag=True, default=d.resize_mask, help="Scale masks whose size differs from the video (nearest neighbour)."
         ),
@@ -186,9 +195,35 @@ def train_config_options() -> Callable[[F], F]:
         flow_weights_option,
         click.option(
             "--init",
-            type=click.Path(exists=True, dir_okay=False),
             default=d.init,
-            help="Start from these weights (safetensors of the same network) instead of random ones.",
+            metavar="ENTRY|FILE",
+            help="Start the whole network from these weights: a file or entry of the same network, or RGMP's "
+            "(rgmp.davis17 after `vostool weights import`, or its weights.pth).",
+        ),
+        click.option(
+            "--pretrained",
+            default=d.pretrained,
+            show_default=True,
+            metavar="auto|none|ENTRY|FILE",
+            help="ImageNet weights of the encoder: auto (the backbone's weights entry, e.g. efficientnet-lite2.imagenet; "
+            "none for ResNets), none (from scratch), an entry or a file.",
+        ),
+        click.option(
+            "--encoder-lr", type=float, default=d.encoder_lr, help="Learning rate of the pretrained encoder layers (default: --lr)."
+        ),
+        click.option("--mask-lr", type=float, default=d.mask_lr, help="Learning rate of the encoder's mask convolution (default: --lr)."),
+        click.option(
+            "--augment",
+            type=click.Choice(["paper", "strong"]),
+            default=d.augment,
+            show_default=True,
+            help="agss: the paper's flip + reversal, or also lucid-dream clips, zoom / rotation and lighting changes.",
+        ),
+        click.option(
+            "--frame-steps",
+            is_flag=True,
+            default=d.frame_steps,
+            help="One optimiser step per predicted frame instead of per clip (agss, as its authors train).",
         ),
         click.option(
             "--bn-recalibrate",
@@ -211,6 +246,11 @@ def train_config_options() -> Callable[[F], F]:
         "grad_clip",
         "flow_weights",
         "init",
+        "pretrained",
+        "encoder_lr",
+        "mask_lr",
+        "augment",
+        "frame_steps",
         "bn_recalibrate",
     )
     return _grouped(TrainConfig, "config", options, fields)

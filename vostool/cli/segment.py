@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 
 import click
 
 from ..options import OutputOptions, RunOptions
+from . import log_to_stderr
 from .options import output_options, run_options
 
 
@@ -32,7 +34,7 @@ from .options import output_options, run_options
 @output_options()
 @click.option("--fps", type=float, default=None, help="Frame rate of a frame folder (default 24).")
 @click.option("--json", "as_json", is_flag=True, help="Print the timing summary as JSON on stdout.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar and no notes (objects found, summary); warnings and errors still show.")
 def segment(
     video: str,
     masks: tuple[str, ...],
@@ -54,10 +56,18 @@ def segment(
     """
     from ..api import segment as segment_video
 
-    summary = segment_video(
-        video, list(masks) or None, out, masks_dir=masks_dir, fps=fps, run=run, output=output, progress=not quiet and sys.stderr.isatty()
-    )
+    with log_to_stderr(logging.WARNING if quiet else logging.INFO):
+        summary = segment_video(
+            video,
+            list(masks) or None,
+            out,
+            masks_dir=masks_dir,
+            fps=fps,
+            run=run,
+            output=output,
+            progress=not quiet and sys.stderr.isatty(),
+        )
     if as_json:
         click.echo(json.dumps(summary, indent=2))
-    elif not quiet:
+    elif not quiet and not summary.get("already_complete"):
         click.echo(f"vostool: {summary['frames']} frames -> {out}/masks ({summary.get('fps')} fps, {summary['device']})", err=True)

@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from ..models.backbones import BACKBONES
 from ..options import FLOW_NAMES, TrainConfig, TrainOptions, default
 from .options import device_option, train_config_options
 
@@ -23,6 +24,12 @@ def _d(name: str) -> Any:
 @train_config_options()
 @click.option("--data", "data_root", type=click.Path(path_type=Path), default=None, help="Training set root (DAVIS or YouTube-VOS layout).")
 @click.option(
+    "--extra-data",
+    type=click.Path(path_type=Path),
+    multiple=True,
+    help="More training videos (DAVIS / YouTube-VOS root, or one clip folder with JPEGImages/ and Annotations/); repeatable.",
+)
+@click.option(
     "--out", "out", type=click.Path(path_type=Path), required=True, help="Run folder (checkpoints, train.json, final.safetensors)."
 )
 @click.option(
@@ -35,14 +42,27 @@ def _d(name: str) -> Any:
     "--size", type=click.IntRange(32, 4096), default=_o("size"), show_default=True, help="Frame height the videos are resized to when read."
 )
 @click.option("--variant", type=click.Choice(["paper", "tiny"]), default=None, help="Start from the method's paper or tiny size.")
-@click.option("--depth", type=click.IntRange(18, 152), default=None, help="Encoder ResNet depth.")
-@click.option("--base-width", type=click.IntRange(4, 256), default=None, help="Encoder stem width.")
+@click.option(
+    "--backbone",
+    type=click.Choice(list(BACKBONES)),
+    default=None,
+    help="Encoder (default: the method's paper size, resnet50; efficientnet-lite*/mobilenet-v2 start from ImageNet weights).",
+)
+@click.option(
+    "--depth", type=click.IntRange(18, 152), default=None, hidden=True, help="Encoder ResNet depth (older spelling of --backbone resnetN)."
+)
+@click.option("--base-width", type=click.IntRange(4, 256), default=None, help="ResNet encoder stem width.")
 @click.option("--mdim", type=click.IntRange(4, 1024), default=None, help="Decoder width.")
 @click.option(
     "--freeze-bn/--train-bn",
-    default=_o("freeze_bn"),
-    show_default=True,
-    help="Freeze BatchNorm (for pretrained encoders) or train it (from scratch).",
+    default=None,
+    help="Freeze the encoder's BatchNorm or train it (default: frozen when the encoder starts from pretrained weights, trained from scratch).",
+)
+@click.option(
+    "--backbone-weights",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Your own ImageNet weights file for the encoder (e.g. torchvision's resnet50 .pth); same as --pretrained FILE.",
 )
 @click.option("--resume", is_flag=True, help="Continue the run in --out exactly where its last checkpoint stopped.")
 @device_option

@@ -12,6 +12,9 @@
   ``meta.json`` listing each object's frames; an object's mask is given on its first listed
   frame (possibly late in the video) and the listed frames (every 5th) are the ones submitted.
 
+* one clip: ``ROOT/{JPEGImages,Annotations}/<frame>.{jpg,png}`` (frames directly in the folders,
+  e.g. a PUMaVOS clip) is one ``davis17``-style sequence named after ``ROOT``.
+
 ``<res>`` is ``480p`` by default or any folder under ``Annotations`` (``Full-Resolution``,
 ``1080p``, ``240p``, ...). A missing split file falls back to every sequence folder, with a
 warning. Nothing is read from images here; annotations are read by
@@ -65,6 +68,20 @@ class SequenceInfo:
 
     def annotation_path(self, stem: str) -> Path:
         return self.annotation_dir / f"{stem}.png"
+
+    def missing_annotations(self) -> list[str]:
+        """DAVIS (every frame annotated): the frames without a ground-truth PNG, from the frame
+        images, or without images from the gaps in the numbered annotations. Empty for
+        YouTube-VOS, whose annotations are sparse by design."""
+        if self.objects is not None:
+            return []
+        have = set(self.annotated)
+        if self.frames:
+            return [s for s in self.frames if s not in have]
+        if len(self.annotated) < 2 or not all(s.isdigit() for s in self.annotated):
+            return []
+        width, lo, hi = len(self.annotated[0]), int(self.annotated[0]), int(self.annotated[-1])
+        return [f"{i:0{width}d}" for i in range(lo, hi + 1) if f"{i:0{width}d}" not in have]
 
     def frame_path(self, stem: str) -> Path | None:
         """The image of frame ``stem`` (None when there is none)."""
@@ -260,6 +277,17 @@ def _open_ytvos(split_dir: Path, root: Path, split: str) -> Dataset:
     return Dataset("ytvos", root, split_dir.name if split_dir != root else split, None, seqs)
 
 
+def _open_clip(root: Path) -> Dataset:
+    seq = SequenceInfo(
+        name=root.name,
+        annotation_dir=root / "Annotations",
+        image_dir=root / "JPEGImages",
+        annotated=_stems(root / "Annotations", (".png",)),
+        frames=_stems(root / "JPEGImages", IMAGE_SUFFIXES),
+    )
+    return Dataset("davis17", root, "clip", None, [seq])
+
+
 def open_dataset(
     root: str | os.PathLike[str],
     *,
@@ -295,7 +323,9 @@ def open_dataset(
     ytvos_dir = _find_ytvos_dir(root, split, need_meta) if kind in ("ytvos", "auto") else None
     if kind == "ytvos" and ytvos_dir is None:
         raise InputError(f"no meta.json in {root} or {root / split}; point --root at a YouTube-VOS folder")
-    if ytvos_dir is not None:
+    if kind in ("davis17", "auto") and (root / "Annotations").is_dir() and _stems(root / "JPEGImages", IMAGE_SUFFIXES):
+        ds = _open_clip(root)
+    elif ytvos_dir is not None:
         ds = _open_ytvos(ytvos_dir, root, split)
     else:
         ds = _open_davis(root, kind, split, resolution, sequences, every_sequence)

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..errors import WeightsError
+from ..errors import InputError, WeightsError
 from ..flow import FlowEstimator, create_flow
 from ..models import VOSMethod, available_methods, create_method, method_info
 from ..options import RunOptions
@@ -20,15 +20,20 @@ from .device import device_type, resolve_device
 from .session import Session
 
 
-def _arch_from_file(path: Path) -> dict[str, Any]:
-    """Builder kwargs stored in a safetensors file's metadata under ``arch`` (JSON), if any."""
-    if path.suffix != ".safetensors":
-        return {}
-    from safetensors import safe_open
+def _file_metadata(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(arch, inference)`` stored in a safetensors file's metadata: builder kwargs (``arch``,
+    JSON) and the inference defaults it was trained for (``inference_size``, ``flow``)."""
+    from ..weights.serialization import read_safetensors_metadata
 
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-    return json.loads(meta["arch"]) if "arch" in meta else {}
+    if path.suffix != ".safetensors":
+        return {}, {}
+    meta = read_safetensors_metadata(path)
+    inference: dict[str, Any] = {}
+    if meta.get("inference_size", "").isdigit():
+        inference["size"] = int(meta["inference_size"])
+    if meta.get("flow"):
+        inference["flow"] = meta["flow"]
+    return (json.loads(meta["arch"]) if "arch" in meta else {}), inference
 
 
 def load_method(
@@ -44,30 +49,36 @@ def load_method(
         **kwargs: builder keyword arguments (None values ignored).
 
     Returns:
-        ``(method, weights_info)``; ``weights_info`` is None for weightless methods.
+        ``(method, weights_info)``; ``weights_info`` is None for weightless methods. Its
+        ``inference`` item holds the internal ``size`` and the ``flow`` the weights were trained
+        for (from the file's metadata, else the manifest entry), when known.
 
     Raises:
         WeightsError: no weights available (the message says how to get or train them).
     """
     info = method_info(name)
     if not info.needs_weights:
+        if weights not in (None, "random"):
+            raise InputError(f"method {name!r} has no weights: drop --weights {weights}, or choose a learned method (--method agss, ...)")
         return create_method(name, **kwargs), None
     if weights == "random":
         return create_method(name, **kwargs), {
             "name": "random",
             "note": "random initialisation: for speed measurements only, the masks are meaningless",
         }
-    from ..weights import load_into, resolve_weights
+    from ..weights import load_into, load_manifest, resolve_weights
 
     resolved = resolve_weights(name, weights, offline=offline)
     path = Path(resolved.path)
-    arch = {**resolved.arch, **_arch_from_file(path)}
+    file_arch, file_inference = _file_metadata(path)
+    arch = {**resolved.arch, **file_arch}
+    inference = {**(load_manifest().entry(resolved.name).inference if resolved.pinned else {}), **file_inference}
     method = create_method(name, **{**arch, **{k: v for k, v in kwargs.items() if v is not None}})
     try:
         load_into(method.net, resolved.state_dict())
     except (RuntimeError, ValueError, KeyError) as exc:
         raise WeightsError(f"weights {path} do not fit method {name!r}: {str(exc).splitlines()[0][:200]}") from None
-    return method, resolved.describe()
+    return method, {**resolved.describe(), **({"inference": inference} if inference else {})}
 
 
 def create_session(
@@ -102,6 +113,12 @@ def create_session(
         if arrays == "torch" or method_info(options.method).needs_weights or device_type(options.device) not in ("auto", "cpu"):
             resolve_device(options.device)  # torch's CPU set-up (denormals) before it runs anything, loading weights included
         built, weights_info = load_method(options.method, weights=options.weights, offline=options.offline, **dict(options.method_kwargs))
+        # What the weights were trained for is the default; an explicit option wins.
+        trained = (weights_info or {}).get("inference", {})
+        taken = {k: v for k, v in trained.items() if getattr(options, k) is None and (k != "flow" or built.uses_flow)}
+        if taken:
+            options = dataclasses.replace(options, **taken)
+            weights_info = {**(weights_info or {}), "defaults_used": sorted(taken)}
     est: FlowEstimator | None = None
     if built.uses_flow:
         registered = built.name in available_methods()

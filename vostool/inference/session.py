@@ -33,7 +33,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..flow import FlowEstimator
-from ..io.masks import IndexMask
+from ..io.masks import IndexMask, ids_from_array
 from ..io.video import VideoFrame
 from ..models.base import VOSMethod
 from ..options import PRECISION_NAMES, RUNTIME_NAMES, RunOptions
@@ -52,8 +52,9 @@ def numpy_capable(method: VOSMethod, flow: FlowEstimator | None, options: RunOpt
 
 
 def internal_size(width: int, height: int, size: int | None) -> tuple[int, int]:
-    """``(W, H)`` at which the method runs: shorter side ``size`` (aspect kept), or unchanged."""
-    if not size:
+    """``(W, H)`` at which the method runs: shorter side ``size`` (aspect kept), or unchanged
+    when ``size`` is None or not below the input's shorter side (never upsampled)."""
+    if not size or size >= min(width, height):
         return width, height
     scale = size / min(width, height)
     return max(1, int(round(width * scale))), max(1, int(round(height * scale)))
@@ -143,6 +144,7 @@ class StepResult:
         frame: the ``(H, W, 3)`` uint8 RGB input frame (the array passed in, not a copy).
         seconds: wall-clock seconds the step took on the host (on CUDA the GPU may still be
             working on it: time a CUDA run by the wall clock around reading ``ids``).
+        pts: the frame's presentation time in seconds, when it came as a VideoFrame.
     """
 
     index: int
@@ -152,6 +154,7 @@ class StepResult:
     name: str | None = None
     frame: np.ndarray | None = None
     seconds: float = 0.0
+    pts: float | None = None
 
     @property
     def ids(self) -> np.ndarray:
@@ -275,22 +278,46 @@ class Session:
         return self.arrays.autocast(self.precision if self.method.net is not None else "fp32")
 
     def _mask_ids(self, mask: np.ndarray | IndexMask, frame_shape: tuple[int, int]) -> np.ndarray:
-        ids = mask.ids if isinstance(mask, IndexMask) else np.asarray(mask)
-        if ids.ndim != 2:
-            raise InputError(f"a mask must be a 2-D array of object ids, got shape {ids.shape}")
+        """The ``(H, W)`` uint8 ids of a given mask at the input size (checked, scaled with ``resize_mask``)."""
+        m = mask if isinstance(mask, IndexMask) else ids_from_array(mask, what=f"mask for frame {self.index}")
+        ids = m.ids
         if ids.shape != frame_shape:
             if not self.options.resize_mask:
                 raise InputError(
-                    f"mask is {ids.shape[1]}x{ids.shape[0]} but the video is {frame_shape[1]}x{frame_shape[0]}; "
-                    "pass --resize-mask to scale the mask to the video"
+                    f"mask {m.source or f'for frame {self.index}'} is {ids.shape[1]}x{ids.shape[0]} but the video is "
+                    f"{frame_shape[1]}x{frame_shape[0]}; pass --resize-mask to scale the mask to the video"
                 )
             import cv2
 
-            ids = cv2.resize(ids.astype(np.uint8), (frame_shape[1], frame_shape[0]), interpolation=cv2.INTER_NEAREST)
-        return ids.astype(np.uint8)
+            ids = cv2.resize(ids, (frame_shape[1], frame_shape[0]), interpolation=cv2.INTER_NEAREST)
+        return ids
 
-    def _given_prob(self, ids: np.ndarray, predicted: Any, hw: tuple[int, int]) -> tuple[Any, list[int]]:
-        """Merge masks given on this frame with the prediction for the other objects."""
+    def _impose(self, prob: Any, ids: Any, present: list[int]) -> Any:
+        """Make the objects ``present`` in the given ``(H, W)`` ids exactly the given mask, in place.
+
+        A given object's probability becomes 1 on its pixels and 0 elsewhere (a correction also
+        removes its drift); on the pixels it leaves, the other objects' probabilities and the
+        background are renormalised; on every given pixel the other channels are 0. Objects the
+        mask does not hold keep their prediction except where the mask gives the pixel to another.
+        Written with the operations numpy arrays and torch tensors share (both sessions' arrays).
+        """
+        slots = [self.objects.slot(oid) for oid in present]
+        prob[slots] = 0.0
+        total = prob.sum(0)
+        empty = total <= 1e-6
+        prob /= self.arrays.clip_(total, 1e-6, float("inf"))
+        prob[0][empty] = 1.0
+        prob[:, ids > 0] = 0.0
+        for oid, slot in zip(present, slots):
+            prob[slot][ids == oid] = 1.0
+        return prob
+
+    def _given_prob(self, ids: np.ndarray, predicted: Any, hw: tuple[int, int]) -> tuple[Any, list[int], list[int]]:
+        """Merge masks given on this frame with the prediction for the other objects (see :meth:`_impose`).
+
+        Returns:
+            ``(prob (K + 1, h, w), slots new on this frame, ids of the given objects)``.
+        """
         present = [int(v) for v in np.unique(ids) if v != 0]
         new_slots = [self.objects.add(i) for i in present if i not in self.objects.ids]
         k = self.objects.num_objects
@@ -298,13 +325,7 @@ class Session:
         prob = self.arrays.zeros((k + 1, *hw))
         if predicted is not None:
             prob[: predicted.shape[0]] = predicted
-        given = ids_t > 0
-        prob[:, given] = 0.0
-        for oid in present:
-            prob[self.objects.slot(oid)][ids_t == oid] = 1.0
-        prob[0] = 1.0 - prob[1:].sum(0)
-        self.arrays.clip_(prob[0], 0.0, 1.0)
-        return prob, new_slots
+        return self._impose(prob, ids_t, present), new_slots, present
 
     # ------------------------------------------------------------------ the step
     def prepare(self, frame: np.ndarray, previous: Any = None, index: int | None = None, *, image: bool = True) -> FrameInputs:
@@ -336,8 +357,10 @@ class Session:
 
         Args:
             frame: ``(H, W, 3)`` uint8 RGB.
-            mask: object ids ``(H, W)`` (0 = background) given on this frame: the first frame
-                needs one; later ones add objects or re-annotate existing ones.
+            mask: object ids ``(H, W)`` (0 = background, 255 = void) given on this frame: the
+                first frame needs one; later ones add objects or correct existing ones. Each
+                object in it is exactly the given mask on this frame (the result's ids and
+                probabilities at the input size); objects it does not hold keep their prediction.
             name: frame name for timing reports.
             inputs: :meth:`prepare` of this frame, if already computed (its flow is used only
                 when it was computed against this session's previous frame).
@@ -375,7 +398,7 @@ class Session:
         acc = self.accelerator
         watch = acc.watch() if acc is not None and not acc.done and k > 0 else contextlib.nullcontext()
         with watch:  # the first frame the network runs on shows the accelerator which blocks to move
-            prob = self._network_step(inputs, mask, hw_in, hw, k)
+            prob, given, given_ids = self._network_step(inputs, mask, hw_in, hw, k)
 
         if inputs.prep is not None:
             self.prev_prep = inputs.prep
@@ -385,6 +408,8 @@ class Session:
         out = prob
         if hw != hw_in:
             out = self.arrays.resize(prob, hw_in)
+            if given:  # the given objects come back exactly as given, at the input size
+                out = self._impose(out, self.arrays.ids(given_ids, hw_in), given)
         slots = self.arrays.argmax(out)  # on CUDA still on its way to the host: StepResult.ids waits for it
         lut = self.objects.slot_to_id_lut()
         if not np.array_equal(lut, np.arange(len(lut))):
@@ -393,10 +418,12 @@ class Session:
 
     def _network_step(
         self, inputs: FrameInputs, mask: np.ndarray | IndexMask | None, hw_in: tuple[int, int], hw: tuple[int, int], k: int
-    ) -> Any:
-        """Warp, predict, merge given masks (memorize), update: the frame's probabilities at ``hw``."""
+    ) -> tuple[Any, list[int], np.ndarray | None]:
+        """Warp, predict, merge given masks (memorize), update: the frame's probabilities at
+        ``hw``, the ids of the objects given on it and the given ids at the input size."""
         timer, image = self.timer, inputs.image
         prob: Any = None
+        ids = None
         if k > 0:
             if self.method.uses_flow and self.prev_prob is not None:
                 fl = inputs.flow if inputs.previous is self.prev_prep else None
@@ -411,17 +438,18 @@ class Session:
             with self._network():
                 prob = self.arrays.float32(self.method.predict(self.state, image, warped, stage=timer.stage))
 
+        given: list[int] = []
         if mask is not None:
             ids = self._mask_ids(mask, hw_in)
             if not ids.any() and k == 0:
                 raise InputError("the first mask has no object: every pixel is background")
-            prob, new_slots = self._given_prob(ids, prob, hw)
+            prob, new_slots, given = self._given_prob(ids, prob, hw)
             with self._network():
                 self.method.memorize(self.state, image, prob, new_slots)
         assert prob is not None
         with self._network():
             self.method.update(self.state, image, prob)
-        return prob
+        return prob, given, ids
 
     def propagate(self, frames: Iterable[np.ndarray | VideoFrame], masks: Mapping[int, np.ndarray | IndexMask]) -> Iterator[StepResult]:
         """The frame loop: a generator that segments ``frames`` in order and yields one
@@ -443,8 +471,12 @@ class Session:
         ahead = _FlowAhead(self, frames) if est is not None and (self.arrays.kind == "numpy" or est.host_arrays) else None
         try:
             for f, inputs in ahead if ahead is not None else ((f, None) for f in frames):
-                rgb, name = (f.rgb, f.name) if isinstance(f, VideoFrame) else (f, None)
-                yield self.step(rgb, masks.get(self.index), name=name, inputs=inputs)
+                if isinstance(f, VideoFrame):
+                    result = self.step(f.rgb, masks.get(self.index), name=f.name, inputs=inputs)
+                    result.pts = f.pts
+                    yield result
+                else:
+                    yield self.step(f, masks.get(self.index), inputs=inputs)
         finally:
             if ahead is not None:
                 ahead.close()

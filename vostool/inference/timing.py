@@ -46,6 +46,7 @@ class StageTimer:
         self.stage_names = [*CORE_STAGES, *[s for s in stages if s not in CORE_STAGES + TAIL_STAGES], *TAIL_STAGES]
         self.records: dict[int, dict[str, float]] = {}
         self.names: dict[int, str] = {}
+        self.pts: dict[int, float] = {}
         self._pending: list[tuple[int, str, Any, Any]] = []
         self._lock = threading.Lock()
         self.frame = 0
@@ -96,12 +97,14 @@ class StageTimer:
             self.add(f, name, s.elapsed_time(e))
 
     def table(self) -> list[dict[str, Any]]:
-        """One row per frame: ``frame``, ``name``, each stage's ms, and ``total``."""
+        """One row per frame: ``frame``, ``name``, ``pts`` (seconds, when known), each stage's ms, and ``total``."""
         self.resolve()
         rows = []
         for f in sorted(self.records):
             rec = self.records[f]
             row: dict[str, Any] = {"frame": f, "name": self.names.get(f, str(f))}
+            if self.pts:
+                row["pts"] = round(self.pts[f], 6) if f in self.pts else None
             for s in self.stage_names:
                 row[s] = round(rec.get(s, 0.0), 3)
             row["total"] = round(sum(rec.values()), 3)
@@ -128,7 +131,8 @@ class StageTimer:
     def to_csv(self) -> str:
         rows = self.table()
         buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=["frame", "name", *self.stage_names, "total"], lineterminator="\n")
+        fields = ["frame", "name", *(["pts"] if self.pts else []), *self.stage_names, "total"]
+        w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
         w.writeheader()
         w.writerows(rows)
         return buf.getvalue()
@@ -137,9 +141,14 @@ class StageTimer:
         """Records as plain data (for resume checkpoints)."""
         self.resolve()
         with self._lock:
-            return {"records": {str(k): dict(v) for k, v in self.records.items()}, "names": {str(k): v for k, v in self.names.items()}}
+            return {
+                "records": {str(k): dict(v) for k, v in self.records.items()},
+                "names": {str(k): v for k, v in self.names.items()},
+                "pts": {str(k): v for k, v in self.pts.items()},
+            }
 
     def load_state(self, state: dict[str, Any]) -> None:
         with self._lock:
             self.records = {int(k): dict(v) for k, v in state.get("records", {}).items()}
             self.names = {int(k): v for k, v in state.get("names", {}).items()}
+            self.pts = {int(k): float(v) for k, v in state.get("pts", {}).items()}

@@ -85,9 +85,3 @@ def load_state(stem: Path) -> dict[str, Any] | None:
         return v
 
     return unpack(json.loads(str(arrays.pop("__layout__"))))
-
-
-def remove_state(stem: Path) -> None:
-    """Delete the state saved beside ``stem`` (either format)."""
-    for suffix in SUFFIXES:
-        stem.with_suffix(suffix).unlink(missing_ok=True)

@@ -100,12 +100,14 @@ class IndexMask:
         void: ``(H, W)`` bool of pixels marked void (255) in the source, or None.
         kind: how the source was read, e.g. ``"palette PNG"``, ``"grey index"``,
             ``"RGB colours, 212 anti-aliased edge colours snapped"`` (for messages and run.json).
+        source: the file it was read from (for messages), or None.
     """
 
     ids: np.ndarray
     palette: np.ndarray | None = None
     void: np.ndarray | None = None
     kind: str = "index array"
+    source: str | None = None
 
     @property
     def object_ids(self) -> list[int]:
@@ -414,13 +416,20 @@ def read_mask(path: str | os.PathLike[str]) -> IndexMask:
 
     Returns:
         IndexMask with ``ids`` ``(H, W)`` uint8 (void pixels set to 0, recorded in ``void``),
-        and ``kind`` saying how the file was read; ``num_objects`` is the count to report.
+        ``kind`` saying how the file was read and ``source`` the path; ``num_objects`` is the
+        count to report.
 
     Raises:
         InputError: one line saying why the file cannot give exact objects: missing, not an
             image, a JPEG or lossy-looking content, ids above 255, non-integer values, or an
             unsupported image mode.
     """
+    mask = _read_mask(path)
+    mask.source = str(path)
+    return mask
+
+
+def _read_mask(path: str | os.PathLike[str]) -> IndexMask:
     img = _open(path)
     if img.format in ("JPEG", "MPO"):
         raise InputError(

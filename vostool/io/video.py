@@ -488,7 +488,9 @@ class VideoWriter:
         OutputError: ffmpeg cannot be started or cannot write.
     """
 
-    def __init__(self, path: str | os.PathLike[str], size: tuple[int, int], fps: float, *, crf: int = 20, preset: str = "superfast") -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], size: tuple[int, int], fps: float, *, crf: int = 20, preset: str = "superfast"
+    ) -> None:
         self.fps = check_fps(fps, "overlay video frame rate")
         self.path = Path(path)
         self.tmp = self.path.with_name(f".{self.path.name}.partial")  # never ends in .mp4: a killed run leaves no video that looks whole

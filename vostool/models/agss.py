@@ -22,8 +22,19 @@ Per frame, for ``K`` objects (the per-object parts run batched, objects forming 
    skip -> ``pred2`` (3x3, 2 channels, after a ReLU) -> bilinear x4 -> softmax -> ``P_{t,k}``.
 4. **Probabilistic normalisation** (eq. 4-5, :func:`~vostool.models.blocks.soft_aggregate`).
 
+**Encoder** (``backbone``, :mod:`~vostool.models.backbones`): the paper's ResNet-50
+(``resnet50``, the default: the official AGSS-VOS and RGMP checkpoints load into it) or another
+backbone with the same four stages at strides 4 / 8 / 16 / 32, e.g. ``efficientnet-lite2`` or
+``mobilenet-v2`` started from ImageNet weights (widths ``(24, 48, 120, 352)`` and
+``(24, 32, 96, 320)`` instead of ``(256, 512, 1024, 2048)``). What it feeds: ``r5`` of the frame
+and of the reference -> ``GC``; ``r4`` -> ``RF4``; ``r3`` -> ``RF3``; ``r2`` of the per-object
+pass (stem + first stage) -> ``atn`` and ``RF2``'s skip. The mask enters through the stem's mask
+convolution (``conv1_p`` for ResNet, ``conv_stem_p`` otherwise), added before the first
+normalisation; each encoder brings its own input normalisation. A compact variant (another
+backbone, ``mdim``) is a documented choice, never the paper-size default.
+
 Training entry points (all differentiable; images ``(B, 3, H, W)`` RGB in [0, 1] at any size,
-padded to a multiple of 32 inside; ImageNet normalisation inside):
+padded to a multiple of 32 inside; the encoder's input normalisation inside):
 
 * ``ref = net.reference(ref_image (B, 3, H, W), ref_masks (B, K, H, W))`` -> ``(B, C5, Hp/32, Wp/32)``
   (``C5 = 2048`` at paper size; masks merged by max over ``K``).
@@ -34,7 +45,9 @@ padded to a multiple of 32 inside; ImageNet normalisation inside):
   rows (padding objects) are allowed.
 * The stages separately (inputs already padded to a multiple of 32, used by the method at
   inference): :meth:`AGSSNet.instance_agnostic`, :meth:`AGSSNet.instance_specific`,
-  :meth:`AGSSNet.decode`.
+  :meth:`AGSSNet.decode`; :meth:`AGSSNet.frame_features` runs the first two sharing their common
+  encoder work (one stem pass for the merged and the per-object masks; with a single object the
+  merged mask is the object's, so its stem + first stage run once), equal to running them apart.
 
 BatchNorm is frozen (statistics and affine, as the authors train: ``freeze_bn=True``), so
 ``net.train()`` keeps BN layers in eval mode.
@@ -72,9 +85,14 @@ Choices where paper and code are silent or differ (kept):
   give the group's own ``ref_r5``; the instance-agnostic module runs once per group (batched),
   each object decodes from its group's ``m3``, and all objects are normalised together (the code
   propagates each group separately and merges by argmax).
-* An object whose warped mask has no pixel > 0.5 is dropped on that frame (code): its
-  normalised probability is set to 0 and its mass goes to the background, done with tensor
-  masking (no host-device synchronisation).
+* Vanished objects are carried, not dropped for good. The authors' YouTube-VOS script drops an
+  object whose warped mask has no pixel > 0.5, permanently (its mask stays empty). On DAVIS-style
+  video that loses an object after a short occlusion or a brief exit from the frame. Here such an
+  object keeps its slot and its *last-seen mask* (the last frame on which it had a pixel > 0.5):
+  while it is absent, that mask replaces its empty warped one as the input of both modules, and
+  its foreground counts only where the network is confident (``p > 0.5``), so a faint ghost never
+  leaks into the other objects; when the network finds it again it is alive as before. All with
+  tensor masking (no host-device synchronisation).
 """
 
 from __future__ import annotations
@@ -85,60 +103,31 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .backbones import backbone_name, create_encoder
 from .base import MethodState, StageFn, VOSMethod, no_stage
-from .blocks import (
-    GlobalConvBlock,
-    RefineModule,
-    ResNetEncoder,
-    freeze_batchnorm,
-    normalize_imagenet,
-    pad_to_multiple,
-    soft_aggregate,
-    unpad,
-)
+from .blocks import GlobalConvBlock, RefineModule, freeze_batchnorm, pad_to_multiple, soft_aggregate, unpad
 from .registry import register_method
 
 PAD = 32
 """Inputs are padded to a multiple of this (the encoder's stride)."""
 
 
-class AGSSEncoder(ResNetEncoder):
-    """RGMP's 4-channel encoder plus the attention generator ``atn`` of the instance-specific module.
-
-    Args:
-        depth: ResNet depth (50 in the paper).
-        base_width: stem width (64); ``channels`` are ``(4c, 8c, 16c, 32c)`` for depth >= 50.
-        mdim: width of the attention feature (256, the decoder width).
-    """
-
-    def __init__(self, depth: int = 50, *, base_width: int = 64, mdim: int = 256) -> None:
-        super().__init__(depth, base_width=base_width, mask_channels=1)
-        c2 = self.channels[0]
-        self.atn = nn.Sequential(
-            nn.Conv2d(c2 + 1, mdim, 1),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(mdim, mdim, 3, padding=1),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(mdim, mdim, 3, stride=2, padding=1),
-        )
-        for m in self.atn:
-            if isinstance(m, nn.Conv2d):  # the authors' initialisation of atn
-                nn.init.normal_(m.weight, 0.0, 0.01)
-                nn.init.zeros_(m.bias)
-
-    def instance_features(self, image: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Instance visual and attention features.
-
-        Args:
-            image: ``(B, 3, H, W)`` ImageNet-normalised, ``H, W`` multiples of 32.
-            masks: ``(B * K, 1, H, W)`` warped object masks, ``K`` per image.
-
-        Returns:
-            ``r2_obj (B * K, C2, H/4, W/4)`` and ``atn (B * K, mdim, H/8, W/8)``.
-        """
-        r2 = self.layer1(self.stem(image, masks))
-        m4 = F.interpolate(masks, size=r2.shape[-2:], mode="bilinear", align_corners=True)
-        return r2, self.atn(torch.cat([r2, m4.to(r2.dtype)], 1))
+def attention_generator(c2: int, mdim: int) -> nn.Sequential:
+    """The instance-specific attention generator ``atn``: ``cat(r2_obj, mask at 1/4)``
+    ``(N, c2 + 1, h, w)`` -> 1x1 + ReLU, 3x3 + ReLU, 3x3 stride 2 -> ``(N, mdim, h/2, w/2)``
+    (the authors' initialisation: normal(0, 0.01) weights, zero biases)."""
+    atn = nn.Sequential(
+        nn.Conv2d(c2 + 1, mdim, 1),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(mdim, mdim, 3, padding=1),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(mdim, mdim, 3, stride=2, padding=1),
+    )
+    for m in atn:
+        if isinstance(m, nn.Conv2d):
+            nn.init.normal_(m.weight, 0.0, 0.01)
+            nn.init.zeros_(m.bias)
+    return atn
 
 
 class AGSSDecoder(nn.Module):
@@ -177,16 +166,31 @@ class AGSSNet(nn.Module):
     """The AGSS-VOS network (stateless). See the module docstring for the data flow.
 
     Args:
-        depth: encoder ResNet depth (50).
-        base_width: encoder stem width (64).
+        backbone: the encoder (:data:`~vostool.models.backbones.BACKBONES`; ``resnet50`` in the
+            paper). Its four stages feed: ``r5`` (with the reference's ``r5``) the global
+            convolution, ``r4`` / ``r3`` the refine modules ``RF4`` / ``RF3`` of the
+            instance-agnostic module, and ``r2`` (stem + first stage, run per object) the
+            attention generator and ``RF2``'s skip; see ``encoder.channels`` for the widths.
+        depth: the older spelling of ``backbone="resnet{depth}"``.
+        base_width: ResNet stem width (64).
         mdim: decoder / attention width (256).
         gc_kernel: global convolution kernel size (7).
         freeze_bn: keep the encoder's BatchNorm fixed in training (True, as the authors).
     """
 
-    def __init__(self, *, depth: int = 50, base_width: int = 64, mdim: int = 256, gc_kernel: int = 7, freeze_bn: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        backbone: str | None = None,
+        depth: int | None = None,
+        base_width: int = 64,
+        mdim: int = 256,
+        gc_kernel: int = 7,
+        freeze_bn: bool = True,
+    ) -> None:
         super().__init__()
-        self.encoder = AGSSEncoder(depth, base_width=base_width, mdim=mdim)
+        self.encoder = create_encoder(backbone_name(backbone, depth), mask_channels=1, base_width=base_width)
+        self.encoder.attach("atn", attention_generator(self.encoder.channels[0], mdim))
         self.decoder = AGSSDecoder(self.encoder.channels, mdim=mdim, kernel=gc_kernel)
         self.freeze_bn = freeze_bn
         if freeze_bn:
@@ -211,14 +215,53 @@ class AGSSNet(nn.Module):
         Returns:
             ``m3 (B * G, mdim, H/8, W/8)``.
         """
-        r2, r3, r4, r5 = self.encoder(normalize_imagenet(image), masks)
+        r2, r3, r4, r5 = self.encoder(self.encoder.normalize(image), masks)
         return self.decoder.agnostic(r5, ref, r4, r3)
 
     def instance_specific(self, image: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Instance visual and attention features: ``image (B, 3, H, W)`` in [0, 1] (multiples
         of 32), ``masks (B * K, 1, H, W)`` -> ``r2_obj (B * K, C2, H/4, W/4)``,
         ``atn (B * K, mdim, H/8, W/8)``."""
-        return self.encoder.instance_features(normalize_imagenet(image), masks)
+        enc = self.encoder
+        r2 = enc.first_stage(enc.normalize(image), masks)
+        return r2, self.attention(r2, masks)
+
+    def attention(self, r2_obj: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """The attention generator on ``cat(r2_obj (N, C2, h, w), masks (N, 1, 4h, 4w) at 1/4)``
+        -> ``(N, mdim, h/2, w/2)``."""
+        m4 = F.interpolate(masks, size=r2_obj.shape[-2:], mode="bilinear", align_corners=True)
+        return self.encoder.atn(torch.cat([r2_obj, m4.to(r2_obj.dtype)], 1))
+
+    def frame_features(
+        self, image: torch.Tensor, agnostic: torch.Tensor, masks: torch.Tensor, ref: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`instance_agnostic` and the visual part of :meth:`instance_specific` in one pass
+        that shares their common work: the frame's stem convolution, and, with one group of one
+        object (``G = K = 1``, when the merged mask is the object's own), the whole stem + first
+        stage. The attention features are :meth:`attention` of ``r2_obj``.
+
+        Args:
+            image: ``(B, 3, H, W)`` in [0, 1], ``H, W`` multiples of 32.
+            agnostic: ``(B * G, 1, H, W)`` each group's merged mask: the max over its objects'
+                rows of ``masks`` (so with ``G = K = 1`` equal to ``masks``).
+            masks: ``(B * K, 1, H, W)`` the object masks.
+            ref: ``(B * G, C5, H/32, W/32)``.
+
+        Returns:
+            ``m3 (B * G, mdim, H/8, W/8)`` and ``r2_obj (B * K, C2, H/4, W/4)``.
+        """
+        enc = self.encoder
+        b = image.shape[0]
+        g, k = agnostic.shape[0] // b, masks.shape[0] // b
+        x = enc.normalize(image)
+        if g == 1 and k == 1:
+            r2_agn = r2_obj = enc.first_stage(x, masks)
+        else:
+            both = torch.cat([agnostic.unflatten(0, (b, g)), masks.unflatten(0, (b, k))], 1).flatten(0, 1)
+            r2 = enc.first_stage(x, both).unflatten(0, (b, g + k))
+            r2_agn, r2_obj = r2[:, :g].flatten(0, 1), r2[:, g:].flatten(0, 1)
+        r3, r4, r5 = enc.later_stages(r2_agn)
+        return self.decoder.agnostic(r5, ref, r4, r3), r2_obj
 
     def decode(self, m3: torch.Tensor, r2_obj: torch.Tensor, atn: torch.Tensor) -> torch.Tensor:
         """Attention-guided decoder: ``m3, atn (N, mdim, h, w)``, ``r2_obj (N, C2, 2h, 2w)`` ->
@@ -240,7 +283,7 @@ class AGSSNet(nn.Module):
         """
         x, _ = pad_to_multiple(image, PAD)
         m, _ = pad_to_multiple(masks.amax(1, keepdim=True), PAD)
-        return self.encoder(normalize_imagenet(x), m)[3]
+        return self.encoder(self.encoder.normalize(x), m)[3]
 
     def forward(self, image: torch.Tensor, warped: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
         """Per-object foreground logits for a batch of frames (the training entry point).
@@ -256,8 +299,9 @@ class AGSSNet(nn.Module):
         b, k = warped.shape[:2]
         x, pads = pad_to_multiple(image, PAD)
         w, _ = pad_to_multiple(warped, PAD)
-        m3 = self.instance_agnostic(x, w.amax(1, keepdim=True), ref)
-        r2_obj, atn = self.instance_specific(x, w.flatten(0, 1).unsqueeze(1))
+        masks = w.flatten(0, 1).unsqueeze(1)
+        m3, r2_obj = self.frame_features(x, w.amax(1, keepdim=True), masks, ref)
+        atn = self.attention(r2_obj, masks)
         m3 = m3.unsqueeze(1).expand(-1, k, -1, -1, -1).flatten(0, 1)
         logits = self.decode(m3, r2_obj, atn)
         return unpad(logits, pads).unflatten(0, (b, k))
@@ -271,11 +315,14 @@ class AGSSState(MethodState):
         ref: ``(G, C5, h, w)`` reference features of the ``G`` reference groups.
         group: ``(K,)`` long, each slot's group.
         member: ``(G, K)`` float, 1 where slot k is in group g.
+        last_seen: ``(K, H, W)`` each object's probability on the last frame where it had a pixel
+            > 0.5 (internal size): the prior of an object that vanished (see the module docstring).
     """
 
     ref: torch.Tensor | None = None
     group: torch.Tensor | None = None
     member: torch.Tensor | None = None
+    last_seen: torch.Tensor | None = None
 
     @property
     def num_objects(self) -> int:
@@ -317,20 +364,37 @@ class AGSS(VOSMethod[AGSSState]):
             return torch.ones((1, *warped.shape[-2:]), device=warped.device)
         if state.num_objects != k or state.member is None or state.group is None:
             raise RuntimeError(f"predict got {k} objects but memorize saw {state.num_objects}")
+        # A vanished object (no warped pixel > 0.5) is searched for with its last-seen mask.
+        alive = (warped > 0.5).flatten(1).any(1)[:, None, None]  # (K, 1, 1)
+        seen = state.last_seen
+        if seen is None or seen.shape[-2:] != warped.shape[-2:]:
+            seen = warped
+        elif seen.shape[0] < k:  # objects memorized since the last update
+            seen = torch.cat([seen, warped[seen.shape[0] :]])
+        prior = torch.where(alive, warped, seen.to(warped.dtype))
         x, pads = pad_to_multiple(image, PAD)
-        w, _ = pad_to_multiple(warped.to(image.dtype).unsqueeze(1), PAD)  # (K, 1, Hp, Wp)
-        with stage("instance-agnostic"):
+        w, _ = pad_to_multiple(prior.to(image.dtype).unsqueeze(1), PAD)  # (K, 1, Hp, Wp)
+        with stage("instance-agnostic"):  # with the instance-specific visual feature (shared work)
             member = state.member.to(w.dtype)
             agnostic = (w[:, 0].unsqueeze(0) * member[:, :, None, None]).amax(1, keepdim=True)  # (G, 1, Hp, Wp)
-            m3 = self.net.instance_agnostic(x, agnostic, state.ref)
+            m3, r2_obj = self.net.frame_features(x, agnostic, w, state.ref)
         with stage("instance-specific"):
-            r2_obj, atn = self.net.instance_specific(x, w)
+            atn = self.net.attention(r2_obj, w)
         with stage("decoder"):
-            logits = unpad(self.net.decode(m3[state.group], r2_obj, atn), pads)
-            prob = soft_aggregate(torch.sigmoid(logits.float()))
-            alive = (warped > 0.5).flatten(1).any(1).to(prob.dtype)  # (K,)
-            objects = prob[1:] * alive[:, None, None]
-            return torch.cat([(1.0 - objects.sum(0, keepdim=True)).clamp_(min=0.0), objects])
+            fg = torch.sigmoid(unpad(self.net.decode(m3[state.group], r2_obj, atn), pads).float())
+            fg = torch.where(alive, fg, fg * (fg > 0.5))  # a vanished object returns only where confident
+            return soft_aggregate(fg)
+
+    def update(self, state: AGSSState, image: torch.Tensor, prob: torch.Tensor) -> None:
+        """Remember each object's mask on frames where it is present (``last_seen``)."""
+        fg = prob[1:]
+        prev = state.last_seen
+        if prev is None or prev.shape[-2:] != fg.shape[-2:]:
+            prev = fg
+        elif prev.shape[0] < fg.shape[0]:
+            prev = torch.cat([prev, fg[prev.shape[0] :]])
+        present = (fg > 0.5).flatten(1).any(1)[:, None, None]
+        state.last_seen = torch.where(present, fg, prev)
 
 
 # Default flow: DIS. The paper's FlowNet2-C is replaced by a flow backend; RAFT-small
@@ -341,9 +405,17 @@ class AGSS(VOSMethod[AGSSState]):
     AGSS,
     paper="Lin, Qi, Jia: AGSS-VOS: Attention Guided Single-Shot Video Object Segmentation, ICCV 2019",
     default_flow="dis",
-    tiny=dict(depth=18, base_width=8, mdim=16),
+    tiny=dict(backbone="resnet18", base_width=8, mdim=16),
 )
-def build_agss(*, depth: int = 50, base_width: int = 64, mdim: int = 256, gc_kernel: int = 7, freeze_bn: bool = True) -> AGSS:
+def build_agss(
+    *,
+    backbone: str | None = None,
+    depth: int | None = None,
+    base_width: int = 64,
+    mdim: int = 256,
+    gc_kernel: int = 7,
+    freeze_bn: bool = True,
+) -> AGSS:
     """AGSS-VOS with a random-init :class:`AGSSNet` (paper size by default: ResNet-50, width 64,
     decoder 256, GC kernel 7); ``method_info("agss").tiny`` is the test variant."""
-    return AGSS(AGSSNet(depth=depth, base_width=base_width, mdim=mdim, gc_kernel=gc_kernel, freeze_bn=freeze_bn))
+    return AGSS(AGSSNet(backbone=backbone, depth=depth, base_width=base_width, mdim=mdim, gc_kernel=gc_kernel, freeze_bn=freeze_bn))

@@ -1,10 +1,8 @@
 """Network blocks shared by several methods.
 
-* :class:`ResNetEncoder` — ResNet-18/34/50/101 with an optional extra mask input added to the
-  stem (RGMP / AGSS-VOS / SAVOS: ``conv1_p(mask)`` is added to ``conv1(rgb)`` before ``bn1``,
-  which equals a 4-channel first convolution). Width is selectable (``base_width``, 64 in the
-  papers) so tests and shipped weights can be small. Parameter names follow torchvision's ResNet
-  (``conv1``, ``bn1``, ``layer1``..``layer4``; RGMP/AGSS call them ``res2``..``res5``).
+(The encoders, ResNet with RGMP's mask input and the pretrained alternatives, are in
+:mod:`vostool.models.backbones`.)
+
 * :func:`freeze_batchnorm` — BatchNorm statistics and affine parameters fixed (RGMP / AGSS-VOS
   train with frozen BN: batches of one video).
 * :class:`GlobalConvBlock` — the large-kernel global convolution (Peng et al.) of RGMP, AGSS-VOS
@@ -16,7 +14,7 @@
   :func:`softmax_aggregate` (SAVOS eq. 5 with STM's background ``prod_k (1 - p_k)``); both
   normalise odds ``p / (1 - p)`` over [background, objects] (= softmax of logits, see
   :func:`aggregate_logits`).
-* :func:`pad_to_multiple` / :func:`unpad` and :func:`normalize_imagenet`.
+* :func:`pad_to_multiple` / :func:`unpad`.
 """
 
 from __future__ import annotations
@@ -24,112 +22,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from ..padding import pad_to_multiple, unpad  # noqa: F401  (the networks pad with these)
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-_DEPTHS: dict[int, tuple[type[nn.Module], tuple[int, int, int, int]]] = {
-    18: (BasicBlock, (2, 2, 2, 2)),
-    34: (BasicBlock, (3, 4, 6, 3)),
-    50: (Bottleneck, (3, 4, 6, 3)),
-    101: (Bottleneck, (3, 4, 23, 3)),
-}
-
-
-def normalize_imagenet(image: torch.Tensor) -> torch.Tensor:
-    """``(N, 3, H, W)`` RGB in [0, 1] -> ImageNet-normalised."""
-    mean = image.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = image.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return (image - mean) / std
-
-
-class ResNetEncoder(nn.Module):
-    """ResNet backbone returning the 1/4, 1/8, 1/16 and 1/32 features.
-
-    Args:
-        depth: 18, 34, 50 or 101.
-        base_width: channels of the stem (64 in the papers); stage widths scale with it.
-        mask_channels: extra input channels (e.g. 1 for RGMP's mask) fed through ``conv1_p``
-            (7x7 stride 2, with bias) whose output is added to ``conv1(rgb)`` before ``bn1``.
-        out_stage: last stage computed (1..4); ``forward`` returns only stages up to it.
-
-    Shapes (input ``(N, 3, H, W)``, ``H, W`` multiples of 32):
-        ``r2``: ``(N, 4c | c, H/4, W/4)``, ``r3``: ``(N, 8c | 2c, H/8, W/8)``,
-        ``r4``: ``(N, 16c | 4c, H/16, W/16)``, ``r5``: ``(N, 32c | 8c, H/32, W/32)`` where
-        ``c = base_width`` and the first form is for Bottleneck depths (50/101).
-    """
-
-    def __init__(self, depth: int = 50, *, base_width: int = 64, mask_channels: int = 0, out_stage: int = 4) -> None:
-        super().__init__()
-        if depth not in _DEPTHS:
-            raise ValueError(f"depth must be one of {sorted(_DEPTHS)}")
-        block, layers = _DEPTHS[depth]
-        self.out_stage = out_stage
-        self.conv1 = nn.Conv2d(3, base_width, 7, 2, 3, bias=False)
-        self.conv1_p = nn.Conv2d(mask_channels, base_width, 7, 2, 3, bias=True) if mask_channels else None
-        self.bn1 = nn.BatchNorm2d(base_width)
-        self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(3, 2, 1)
-        self._inplanes = base_width
-        widths = [base_width * m for m in (1, 2, 4, 8)]
-        stages = []
-        for i, (w, n) in enumerate(zip(widths, layers)):
-            stages.append(self._make_layer(block, w, n, stride=1 if i == 0 else 2) if i < out_stage else None)
-        self.layer1, self.layer2, self.layer3, self.layer4 = stages
-        self.channels = tuple(w * block.expansion for w in widths)
-        """Channels of ``r2``, ``r3``, ``r4``, ``r5``."""
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-
-    def _make_layer(self, block: type[nn.Module], planes: int, blocks: int, stride: int) -> nn.Sequential:
-        downsample = None
-        out = planes * block.expansion
-        if stride != 1 or self._inplanes != out:
-            downsample = nn.Sequential(nn.Conv2d(self._inplanes, out, 1, stride, bias=False), nn.BatchNorm2d(out))
-        mods = [block(self._inplanes, planes, stride, downsample)]
-        self._inplanes = out
-        mods += [block(out, planes) for _ in range(1, blocks)]
-        return nn.Sequential(*mods)
-
-    def stem(self, image: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Stem: ``conv1(rgb) [+ conv1_p(mask)] -> bn1 -> relu -> maxpool``.
-
-        Args:
-            image: ``(B, 3, H, W)`` normalised RGB.
-            mask: ``(B * n, m, H, W)``: ``n`` masks per image (``n >= 1``; mask rows
-                ``b * n .. b * n + n - 1`` go with image ``b``). ``conv1(rgb)`` is computed once
-                per image and shared by its ``n`` masks (the result equals repeating the image).
-
-        Returns:
-            ``(B * n, c, H/4, W/4)``.
-        """
-        x = self.conv1(image)
-        if self.conv1_p is not None:
-            if mask is None:
-                raise ValueError("this encoder takes a mask input")
-            p = self.conv1_p(mask)
-            b, n = x.shape[0], p.shape[0] // max(x.shape[0], 1)
-            if n * b != p.shape[0]:
-                raise ValueError(f"{p.shape[0]} masks cannot be shared out over {b} images")
-            x = (x.unsqueeze(1) + p.unflatten(0, (b, n))).flatten(0, 1) if n != 1 else x + p
-        return self.maxpool(self.relu(self.bn1(x)))
-
-    def forward(self, image: torch.Tensor, mask: torch.Tensor | None = None) -> list[torch.Tensor]:
-        """Returns ``[r2, r3, r4, r5][:out_stage]`` (see class docstring for shapes; the batch is
-        the mask batch ``B * n`` when masks are given, see :meth:`stem`)."""
-        x = self.stem(image, mask)
-        feats = []
-        for layer in (self.layer1, self.layer2, self.layer3, self.layer4)[: self.out_stage]:
-            x = layer(x)
-            feats.append(x)
-        return feats
 
 
 def freeze_batchnorm(module: nn.Module) -> None:

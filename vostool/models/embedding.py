@@ -7,8 +7,9 @@ the paper alone, with the memory reader of STM (Oh et al., ICCV 2019) the paper 
 Design (paper section 3, Figures 2-3):
 
 * **Encoders** — a query encoder (RGB) and a support encoder (RGB + the class-agnostic objects
-  mask through ``conv1_p``), both ResNet-50 (:class:`~vostool.models.blocks.ResNetEncoder`) up to
-  res4 (1/16, C = 1024); res2/res3 of the query feed the decoders.
+  mask through the stem's mask convolution, ``conv1_p``), both ResNet-50 (or another backbone,
+  :mod:`~vostool.models.backbones`) up to res4 (1/16, C = 1024); res2/res3 of the query feed
+  the decoders.
 * **Key / value** (eq. 3) — 1x1 convs ``f_k`` (C -> C/8) and ``f_v`` (C -> C/2), the same
   ``f_k`` / ``f_v`` for support and query, as the equation writes them.
 * **Memory read** (eq. 4) — ``A = softmax over all T*h*w support positions of k_S . k_Q``, scaled by
@@ -72,8 +73,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .backbones import backbone_name, create_encoder
 from .base import MethodState, StageFn, VOSMethod, no_stage
-from .blocks import RefineModule, ResBlock, ResNetEncoder, aggregate_logits, normalize_imagenet, pad_to_multiple, softmax_aggregate, unpad
+from .blocks import RefineModule, ResBlock, aggregate_logits, freeze_batchnorm, pad_to_multiple, softmax_aggregate, unpad
 from .registry import register_method
 
 STRIDE = 16
@@ -163,15 +165,33 @@ class GlobalInstanceEmbeddingNet(nn.Module):
     """The global / instance embedding network (stateless); see the module docstring.
 
     Args:
-        depth, base_width: the two ResNet encoders (50 and 64 in the paper).
+        backbone: the two encoders (:data:`~vostool.models.backbones.BACKBONES`; ``resnet50`` in
+            the paper), built up to ``r4`` (stride 16). The query encoder's ``r4`` gives the keys
+            and values, its ``r3`` and ``r2`` the decoders' skips; the support encoder (RGB + the
+            objects mask) gives only ``r4`` (widths: ``query_encoder.channels``).
+        depth: the older spelling of ``backbone="resnet{depth}"``.
+        base_width: ResNet stem width (64).
         decoder_channels: width of the decoders and ``f_coarse`` (256, as STM).
         refine_decoder: the full model (True) or the paper's fast variant (False).
+        freeze_bn: keep the encoders' BatchNorm fixed in training (for pretrained encoders; the
+            paper does not say, False keeps them trainable).
     """
 
-    def __init__(self, *, depth: int = 50, base_width: int = 64, decoder_channels: int = 256, refine_decoder: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        backbone: str | None = None,
+        depth: int | None = None,
+        base_width: int = 64,
+        decoder_channels: int = 256,
+        refine_decoder: bool = True,
+        freeze_bn: bool = False,
+    ) -> None:
         super().__init__()
-        self.query_encoder = ResNetEncoder(depth, base_width=base_width, out_stage=3)
-        self.support_encoder = ResNetEncoder(depth, base_width=base_width, mask_channels=1, out_stage=3)
+        name = backbone_name(backbone, depth)
+        self.query_encoder = create_encoder(name, base_width=base_width, out_stage=3)
+        self.support_encoder = create_encoder(name, base_width=base_width, mask_channels=1, out_stage=3)
+        self.freeze_bn = freeze_bn
         c2, c3, c = self.query_encoder.channels[:3]
         self.key_channels, self.value_channels = c // 8, c // 2
         self.key = nn.Conv2d(c, self.key_channels, 1)
@@ -181,6 +201,18 @@ class GlobalInstanceEmbeddingNet(nn.Module):
         self.global_decoder = MaskDecoder(c, c3, c2, decoder_channels)
         self.coarse = nn.Sequential(nn.Conv2d(c, decoder_channels, 1), nn.ReLU(inplace=True), nn.Conv2d(decoder_channels, 1, 1))
         self.refine = MaskDecoder(c, c3, c2, decoder_channels) if refine_decoder else None
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> GlobalInstanceEmbeddingNet:
+        super().train(mode)
+        if self.freeze_bn:
+            freeze_batchnorm(self.query_encoder)
+            freeze_batchnorm(self.support_encoder)
+        return self
+
+    def normalize(self, image: torch.Tensor) -> torch.Tensor:
+        """``(N, 3, H, W)`` RGB in [0, 1] -> the encoders' input normalisation."""
+        return self.query_encoder.normalize(image)
 
     # ------------------------------------------------------------------ pieces
     def encode_query(self, image: torch.Tensor) -> QueryFeatures:
@@ -240,8 +272,8 @@ class GlobalInstanceEmbeddingNet(nn.Module):
             ``logits (B, D + 1, H, W)`` (log-odds whose softmax is the soft aggregation).
         """
         b, t = support_images.shape[:2]
-        x, pads = pad_to_multiple(normalize_imagenet(query), STRIDE)
-        s_img, _ = pad_to_multiple(normalize_imagenet(support_images.flatten(0, 1)), STRIDE)
+        x, pads = pad_to_multiple(self.normalize(query), STRIDE)
+        s_img, _ = pad_to_multiple(self.normalize(support_images.flatten(0, 1)), STRIDE)
         s_prob = _pad_probs(support_probs.flatten(0, 1), STRIDE)
         q = self.encode_query(x)
         keys, values = self.encode_support(s_img, 1.0 - s_prob[:, :1])
@@ -263,11 +295,10 @@ def _pad_probs(prob: torch.Tensor, multiple: int) -> torch.Tensor:
     return torch.cat([bg, fg], 1)
 
 
-def embedding_net(
-    *, depth: int = 50, base_width: int = 64, decoder_channels: int = 256, refine_decoder: bool = True
-) -> GlobalInstanceEmbeddingNet:
-    """Build the network (random init); defaults are the paper's full ResNet-50 model."""
-    return GlobalInstanceEmbeddingNet(depth=depth, base_width=base_width, decoder_channels=decoder_channels, refine_decoder=refine_decoder)
+def embedding_net(**kwargs: Any) -> GlobalInstanceEmbeddingNet:
+    """Build the network (random init, keyword arguments of :class:`GlobalInstanceEmbeddingNet`);
+    defaults are the paper's full ResNet-50 model."""
+    return GlobalInstanceEmbeddingNet(**kwargs)
 
 
 @dataclasses.dataclass
@@ -360,7 +391,7 @@ class EmbeddingMethod(VOSMethod[EmbeddingState]):
             return
         state.pending_image, state.pending_prob, state.pending_time, state.pending_anchor = None, None, None, False
         with stage("support-encoder"):
-            x, _ = pad_to_multiple(normalize_imagenet(image), STRIDE)
+            x, _ = pad_to_multiple(self._net.normalize(image), STRIDE)
             p = _pad_probs(prob[None].float(), STRIDE)
             key, value = self._net.encode_support(x, 1.0 - p[:, :1])
             small = F.interpolate(p, size=key.shape[-2:], mode="area")[0]
@@ -411,7 +442,7 @@ class EmbeddingMethod(VOSMethod[EmbeddingState]):
         self._flush(state, stage)
         if not state.anchor_times:
             raise RuntimeError("embedding: predict() before any memorize()")
-        x, pads = pad_to_multiple(normalize_imagenet(image), STRIDE)
+        x, pads = pad_to_multiple(net.normalize(image), STRIDE)
         with stage("query-encoder"):
             q = net.encode_query(x)
         pool = self.support_indices(state)
@@ -440,7 +471,7 @@ class EmbeddingMethod(VOSMethod[EmbeddingState]):
     "embedding",
     EmbeddingMethod,
     paper="Ge, Lu, Shen, Video Object Segmentation Using Global and Instance Embedding Learning (CVPR 2021)",
-    tiny=dict(depth=18, base_width=8, decoder_channels=16),
+    tiny=dict(backbone="resnet18", base_width=8, decoder_channels=16),
 )
 def build_embedding(
     *, support_size: int = 5, pool_size: int = 16, max_instances: int = 6, max_anchors: int = 4, **net_kwargs: Any

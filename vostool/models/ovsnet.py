@@ -8,7 +8,7 @@ Design (paper section 3, Figures 2-4):
 
 * **Detector** — Mask R-CNN with a ResNet-50-FPN backbone, torchvision's implementation
   (:class:`~torchvision.models.detection.MaskRCNN`). The paper-size backbone is
-  :class:`~vostool.models.blocks.ResNetEncoder` (depth 50, width 64, BatchNorm, every layer
+  :class:`~vostool.models.backbones.ResNetEncoder` (depth 50, width 64, BatchNorm, every layer
   trainable) under torchvision's ``BackboneWithFPN``, so the detector's state dict has exactly the
   keys and shapes of ``torchvision.models.detection.maskrcnn_resnet50_fpn(weights=None,
   weights_backbone=None)`` under the prefix ``detector.``. Depth, width and head sizes are builder
@@ -88,8 +88,9 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredic
 from torchvision.models.resnet import Bottleneck
 from torchvision.ops import MultiScaleRoIAlign, box_iou, roi_align
 
+from .backbones import ResNetEncoder
 from .base import MethodState, StageFn, VOSMethod, no_stage
-from .blocks import ResNetEncoder, soft_aggregate
+from .blocks import soft_aggregate
 from .registry import register_method
 
 FPN_LEVELS = ("0", "1", "2", "3")

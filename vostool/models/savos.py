@@ -56,13 +56,15 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .backbones import backbone_name, create_encoder
 from .base import MethodState, StageFn, VOSMethod, no_stage
-from .blocks import CBAM, GlobalConvBlock, ResNetEncoder, freeze_batchnorm, normalize_imagenet, pad_to_multiple, softmax_aggregate, unpad
+from .blocks import CBAM, GlobalConvBlock, freeze_batchnorm, pad_to_multiple, softmax_aggregate, unpad
 from .registry import register_method
 
 PAD = 32
@@ -95,8 +97,12 @@ class SAVOSNet(nn.Module):
     """The SAVOS network (stateless). See the module docstring for the data flow.
 
     Args:
-        depth: encoder ResNet depth (50).
-        base_width: encoder stem width (64).
+        backbone: the Siamese encoder (:data:`~vostool.models.backbones.BACKBONES`; ``resnet50``
+            in the paper). Its stages feed: ``r5`` of both branches the global convolution,
+            ``r4``, ``r3``, ``r2`` of the target branch the attention modules ``AM4``, ``AM3``,
+            ``AM2`` as skips (widths: ``encoder.channels``).
+        depth: the older spelling of ``backbone="resnet{depth}"``.
+        base_width: ResNet stem width (64).
         mdim: decoder width (256).
         gc_kernel: global convolution kernel ``k`` (7).
         reduction: channel-attention reduction ratio ``r`` (16).
@@ -104,10 +110,18 @@ class SAVOSNet(nn.Module):
     """
 
     def __init__(
-        self, *, depth: int = 50, base_width: int = 64, mdim: int = 256, gc_kernel: int = 7, reduction: int = 16, freeze_bn: bool = True
+        self,
+        *,
+        backbone: str | None = None,
+        depth: int | None = None,
+        base_width: int = 64,
+        mdim: int = 256,
+        gc_kernel: int = 7,
+        reduction: int = 16,
+        freeze_bn: bool = True,
     ) -> None:
         super().__init__()
-        self.encoder = ResNetEncoder(depth, base_width=base_width, mask_channels=1)
+        self.encoder = create_encoder(backbone_name(backbone, depth), mask_channels=1, base_width=base_width)
         c2, c3, c4, c5 = self.encoder.channels
         self.GC = GlobalConvBlock(2 * c5, mdim, gc_kernel)
         self.AM4 = AttentionModule(c4, mdim, reduction=reduction)
@@ -128,7 +142,7 @@ class SAVOSNet(nn.Module):
     def encode(self, image: torch.Tensor, masks: torch.Tensor) -> list[torch.Tensor]:
         """Siamese encoder: ``image (B, 3, H, W)`` in [0, 1] (multiples of 32), ``masks
         (B * K, 1, H, W)`` -> ``[r2, r3, r4, r5]``, batch ``B * K``, at 1/4 .. 1/32."""
-        return self.encoder(normalize_imagenet(image), masks)
+        return self.encoder(self.encoder.normalize(image), masks)
 
     def global_conv(self, r5: torch.Tensor, ref5: torch.Tensor) -> torch.Tensor:
         """``r5, ref5 (N, C5, h, w)`` (target, reference) -> ``(N, mdim, h, w)``."""
@@ -272,20 +286,10 @@ class SAVOS(VOSMethod[SAVOSState]):
     "savos",
     SAVOS,
     paper="SAVOS: Symmetry Encoder-Decoder Network with Attention Mechanism for Fast Video Object Segmentation, Symmetry 11(8) 1006, 2019",
-    tiny=dict(depth=18, base_width=8, mdim=16, reduction=4),
+    tiny=dict(backbone="resnet18", base_width=8, mdim=16, reduction=4),
 )
-def build_savos(
-    *,
-    depth: int = 50,
-    base_width: int = 64,
-    mdim: int = 256,
-    gc_kernel: int = 7,
-    reduction: int = 16,
-    freeze_bn: bool = True,
-    scales: Sequence[float] = (1.0,),
-) -> SAVOS:
-    """SAVOS with a random-init :class:`SAVOSNet` (paper size by default: ResNet-50, width 64,
-    decoder 256). SAVOS uses no optical flow (``uses_flow = False``); ``method_info("savos").tiny``
-    is the test variant."""
-    net = SAVOSNet(depth=depth, base_width=base_width, mdim=mdim, gc_kernel=gc_kernel, reduction=reduction, freeze_bn=freeze_bn)
-    return SAVOS(net, scales=scales)
+def build_savos(*, scales: Sequence[float] = (1.0,), **net_kwargs: Any) -> SAVOS:
+    """SAVOS with a random-init :class:`SAVOSNet` (``net_kwargs``; paper size by default: ResNet-50,
+    width 64, decoder 256). SAVOS uses no optical flow (``uses_flow = False``);
+    ``method_info("savos").tiny`` is the test variant."""
+    return SAVOS(SAVOSNet(**net_kwargs), scales=scales)

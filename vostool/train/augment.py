@@ -6,7 +6,7 @@ clip; geometry is applied identically to images (bilinear) and labels (nearest).
 
 * :func:`hflip`, :func:`reverse` — AGSS-VOS's two augmentations.
 * :func:`random_crop`, :func:`random_affine` (scale + rotation + shift) — the embedding
-  method's crops, rotation and scaling.
+  method's crops, rotation and scaling; :func:`random_illumination` (gain, gamma, colour).
 * :func:`lucid_dream_clip` — SAVOS's training data: a whole clip synthesised from ONE annotated
   frame in the manner of Lucid Data Dreaming (Khoreva et al., 2017): the frame is split into
   background (objects removed and inpainted) and per-object cut-outs; each synthesised frame
@@ -132,6 +132,14 @@ def _apply_illumination(img: np.ndarray, gain: float, gamma: float, cr: float, c
     x = img.astype(np.float32) / 255.0
     x = np.power(np.clip(x, 0, 1), gamma) * gain * np.array([cr, cg, cb], np.float32)
     return (np.clip(x, 0, 1) * 255.0 + 0.5).astype(np.uint8)
+
+
+def random_illumination(clip: Clip, rng: np.random.Generator, strength: float = 0.2) -> Clip:
+    """One random lighting change (gain, gamma, per-channel colour, each up to ``exp(+-strength)``)
+    applied to every frame of the clip."""
+    params = _illumination_params(rng, strength)
+    images = np.stack([_apply_illumination(im, *params) for im in clip.images])
+    return Clip(images, clip.labels, clip.num_objects, clip.name)
 
 
 # --------------------------------------------------------------------------------------------

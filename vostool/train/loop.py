@@ -39,6 +39,27 @@ from .recipes import Recipe, get_recipe
 from .sampling import ClipSampler
 
 
+def _param_groups(net: torch.nn.Module, config: TrainConfig) -> list[dict[str, Any]]:
+    """Adam parameter groups, each with an ``lr_scale`` applied on top of the poly schedule: the
+    encoders' own (pretrained) parameters at ``encoder_lr``, their mask convolutions at
+    ``mask_lr``, the rest (decoders, modules attached to an encoder) at ``lr``."""
+    from .init import encoders_of
+
+    params = [p for p in net.parameters() if p.requires_grad]
+    encoders = encoders_of(net)
+    special = [
+        ({id(p) for enc in encoders for p in enc.backbone_parameters()}, config.encoder_lr),
+        ({id(p) for enc in encoders for p in enc.mask_parameters()}, config.mask_lr),
+    ]
+    groups: list[dict[str, Any]] = []
+    rest = list(params)
+    for ids, lr in special:
+        if lr is not None and lr != config.lr:
+            groups.append({"params": [p for p in params if id(p) in ids], "lr_scale": lr / config.lr})
+            rest = [p for p in rest if id(p) not in ids]
+    return [{"params": rest, "lr_scale": 1.0}, *groups]
+
+
 def poly_lr(base: float, step: int, total: int, power: float) -> float:
     """Poly learning rate of step ``step`` (0-based) out of ``total``."""
     return base * max(0.0, 1.0 - step / max(total, 1)) ** power
@@ -120,6 +141,7 @@ class Trainer:
             max_objects=config.max_objects,
             flow=config.flow,
             flow_weights=config.flow_weights,
+            augment=config.augment,
         )
         self.sampler = self.recipe.sampler(list(train_sequences), config.seed)
         torch.manual_seed(config.seed)
@@ -127,7 +149,7 @@ class Trainer:
         self.net = self.method.net
         assert self.net is not None
         self.net.to(self.device)
-        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.optimizer = torch.optim.Adam(_param_groups(self.net, config), lr=config.lr, weight_decay=config.weight_decay)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.device.type == "cuda")
         self.autocast = _autocast_factory(self.device)
         self.step = 0
@@ -142,9 +164,20 @@ class Trainer:
         if resume:
             self._load_checkpoint()
         else:
-            if config.init:
-                load_into(self.net, load_state_dict(config.init), what=f"--init {config.init}")
+            self.log["start_weights"] = self._start_weights()
             write_text_atomic(self.out / "config.json", json.dumps(config.to_json(), indent=2))
+
+    def _start_weights(self) -> dict[str, Any]:
+        """Load the pretrained encoder and / or ``init`` weights; what was loaded (for the log)."""
+        from .init import load_init, load_pretrained_encoders
+
+        cfg = self.config
+        out: dict[str, Any] = {}
+        if (pre := load_pretrained_encoders(self.net, cfg.pretrained)) is not None:
+            out["pretrained"] = pre
+        if cfg.init:
+            out["init"] = load_init(self.net, cfg.method, cfg.init)
+        return out
 
     # --- checkpoints ------------------------------------------------------------------------
     def save_checkpoint(self) -> None:
@@ -184,6 +217,7 @@ class Trainer:
             old = json.loads(log_path.read_text())
             self.log["steps"] = [e for e in old.get("steps", []) if e["step"] <= self.step]
             self.log["validation"] = [e for e in old.get("validation", []) if e["step"] <= self.step]
+            self.log["start_weights"] = old.get("start_weights", {})
         self.log["wall_s"] = float(state.get("wall_s", 0.0))
         self.log["resumed_at"] = self.log.get("resumed_at", []) + [self.step]
 
@@ -196,19 +230,26 @@ class Trainer:
         cfg = self.config
         lr = poly_lr(cfg.lr, self.step, cfg.steps, cfg.poly_power)
         for g in self.optimizer.param_groups:
-            g["lr"] = lr
+            g["lr"] = lr * g.get("lr_scale", 1.0)
         batch = self.recipe.make_batch(self.sampler, self.step, cfg.batch).to(self.device)
         self.net.train()
-        self.optimizer.zero_grad(set_to_none=True)
-        loss, stats = self.recipe.loss(self.net, batch, autocast=self.autocast)
-        self.scaler.scale(loss).backward()
-        if cfg.grad_clip:
-            self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.net.parameters(), cfg.grad_clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        if cfg.frame_steps:
+            loss, stats = self.recipe.loss(self.net, batch, autocast=self.autocast, frame_step=self._optimiser_step)
+        else:
+            loss, stats = self.recipe.loss(self.net, batch, autocast=self.autocast)
+            self._optimiser_step(loss)
         self.step += 1
         return {"loss": float(loss.detach()), "lr": lr, **stats}
+
+    def _optimiser_step(self, loss: torch.Tensor) -> None:
+        """Back-propagate ``loss`` and take one optimiser step (gradient clip, AMP scaling)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.config.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.config.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
 
     def validate(self) -> dict[str, Any]:
         """J&F on the validation sequences (the run's flow, at the sequences' resolution)."""
@@ -297,7 +338,10 @@ class Trainer:
             on_log(json.dumps({"step": self.step, "J&F": res["J&F"], "J-Mean": res["J-Mean"], "F-Mean": res["F-Mean"]}))
 
     def export(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
-        """Compact fp16 export with arch / method / training metadata."""
+        """Compact fp16 export with arch / method / training metadata, plus the inference
+        settings the weights were trained for: ``inference_size`` (the frame height the training
+        videos were read at, i.e. the internal size's shorter side for landscape video) and
+        ``flow`` (the flow backend that warped the previous masks)."""
         info = {
             "steps": self.step,
             "seed": self.config.seed,
@@ -307,12 +351,17 @@ class Trainer:
             "data": self.config.data,
             "wall_s": round(float(self.log["wall_s"]), 1),
         }
-        if self.config.init:
-            info["init"] = str(self.config.init)
+        if self.log.get("start_weights"):
+            info["start_weights"] = self.log["start_weights"]
         if self.log["validation"]:
             v = self.log["validation"][-1]
             info["validation"] = {k: v[k] for k in ("J-Mean", "F-Mean", "J&F", "sequences") if k in v}
-        export_weights(self.net, path, method=self.config.method, arch=self.config.arch, extra={"training": info, **(extra or {})})
+        inference = {"flow": self.config.flow} if getattr(self.recipe, "flow", None) else {}  # recipes that warp
+        if self.config.data.get("size"):
+            inference["inference_size"] = str(self.config.data["size"])
+        export_weights(
+            self.net, path, method=self.config.method, arch=self.config.arch, extra={"training": info, **inference, **(extra or {})}
+        )
         return Path(path)
 
     @property

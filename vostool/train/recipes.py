@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import numpy as np
@@ -50,7 +51,7 @@ from ..errors import InputError
 from ..flow import OPENCV_FLOWS, backward_warp, create_flow
 from ..io.masks import VOID_ID
 from ..models.blocks import soft_aggregate
-from .augment import hflip, lucid_dream_clip, random_affine, random_crop, reverse
+from .augment import hflip, lucid_dream_clip, random_affine, random_crop, random_illumination, reverse
 from .losses import aggregated_cross_entropy, apply_tolerance, instance_iou_loss
 from .sampling import Clip, ClipSampler
 
@@ -93,6 +94,11 @@ class AGSSRecipe:
         flow: ``"dis"`` or ``"farneback"`` (OpenCV, computed with the batch on the CPU) or a
             learned flow (``"raft-small"``, ``"raft-large"``: frozen, run on the training device).
         flow_weights: weights file or entry for a learned flow (None: the manifest's default).
+        augment: ``"paper"`` (flip and reversal only) or ``"strong"`` (also: ``lucid_p`` of the
+            clips synthesised from their first frame by lucid dreaming, one random affine per
+            clip (zoom ``scale``, rotation up to ``rotation`` degrees, shift up to 10 %), and one
+            random lighting change per clip).
+        lucid_p / scale / rotation: settings of ``augment="strong"``.
     """
 
     clip_length: int = 8
@@ -104,12 +110,20 @@ class AGSSRecipe:
     reverse_p: float = 0.5
     flow: str = "dis"
     flow_weights: str | None = None
+    augment: str = "paper"
+    lucid_p: float = 0.25
+    scale: tuple[float, float] = (0.8, 1.25)
+    rotation: float = 10.0
     name: str = "agss"
     _estimator: Any = dataclasses.field(default=None, init=False, repr=False, compare=False)
 
     def describe(self) -> dict[str, Any]:
         """JSON-able settings (logged and stored in the exported weights' metadata)."""
-        d = {k: getattr(self, k) for k in ("clip_length", "crop", "tolerance", "ce_weight", "max_objects", "flip_p", "reverse_p")}
+        d = {
+            k: getattr(self, k) for k in ("clip_length", "crop", "tolerance", "ce_weight", "max_objects", "flip_p", "reverse_p", "augment")
+        }
+        if self.augment == "strong":
+            d.update(lucid_p=self.lucid_p, scale=list(self.scale), rotation=self.rotation)
         d.update(
             loss="instance IoU (eq. 7) on soft_aggregate" + (f" + {self.ce_weight} x CE" if self.ce_weight else ""),
             flow=f"{self.flow} (frozen, per step, on the augmented clip)",
@@ -125,6 +139,11 @@ class AGSSRecipe:
         """The augmented clip ``index`` of ``step`` (pure function of the sampler's seed, step, index)."""
         clip = sampler.sample(step, index)
         rng = sampler.rng(step, 2000 + index)
+        strong = sampler.rng(step, 3000 + index) if self.augment == "strong" else None  # own stream: "paper" clips unchanged
+        if strong is not None and strong.random() < self.lucid_p:
+            lucid = lucid_dream_clip(clip.images[0], clip.labels[0], strong, length=self.clip_length, name=clip.name)
+            if lucid.num_objects > 0:
+                clip = lucid
         flip, rev = rng.random() < self.flip_p, rng.random() < self.reverse_p
         if flip:
             clip = hflip(clip)
@@ -132,6 +151,11 @@ class AGSSRecipe:
             r = reverse(clip)
             if r.num_objects > 0:  # the last frame may have lost every object: keep forward order
                 clip = r
+        if strong is not None:
+            moved = random_affine(clip, strong, scale=self.scale, rotation=self.rotation, shift=0.1)
+            if (moved.labels[0] == np.arange(1, clip.num_objects + 1)[:, None, None]).any((1, 2)).all():  # every object still in frame 0
+                clip = moved
+            clip = random_illumination(clip, strong)
         return _crop_and_relabel(clip, self.crop, rng)
 
     def flows(self, images: np.ndarray) -> np.ndarray:
@@ -160,28 +184,29 @@ class AGSSRecipe:
         """The ``batch`` clips of training step ``step`` as tensors (same size required: use ``crop``
         when sequences differ in size)."""
         clips = [self.make_clip(sampler, step, i) for i in range(batch)]
-        shapes = {c.labels.shape for c in clips}
-        if len(shapes) != 1:
-            raise InputError(f"clips of one batch differ in size {sorted(shapes)}; give a crop size (--crop) or --batch 1")
-        k = max(max(c.num_objects for c in clips), 1)
-        images = torch.from_numpy(np.stack([c.images for c in clips])).permute(0, 1, 4, 2, 3).float().div_(255.0)
-        labels = torch.from_numpy(np.stack([c.labels for c in clips]).astype(np.int64))
+        images, labels, objects = _stack(clips)
         flows = torch.from_numpy(np.stack([self.flows(c.images) for c in clips])) if self.flow in OPENCV_FLOWS else None
-        objects = torch.tensor([[1.0 if j < c.num_objects else 0.0 for j in range(k)] for c in clips])
         return Batch(images, labels, flows, objects, [c.name for c in clips])
 
     # --- loss -----------------------------------------------------------------------------
-    def loss(self, net: torch.nn.Module, batch: Batch, *, autocast: Any = None) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(
+        self, net: torch.nn.Module, batch: Batch, *, autocast: Any = None, frame_step: Callable[[torch.Tensor], None] | None = None
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         """Recurrent forward over the clip and the training loss.
 
         Args:
             net: an :class:`~vostool.models.agss.AGSSNet` in train mode.
             batch: from :meth:`make_batch`, on the net's device.
             autocast: a context-manager factory for mixed precision (None = fp32).
+            frame_step: when given, called with each predicted frame's loss (it back-propagates
+                and steps the optimiser: one step per frame, as the AGSS-VOS authors train); the
+                reference feature is then computed without gradient (the weights change between
+                frames), and the returned loss is detached.
 
         Returns:
-            ``(loss, stats)``: the scalar loss and floats ``iou_loss``, ``ce``, ``replaced`` (fraction
-            of previous masks replaced by the tolerance rule) and ``miou`` (hard IoU of the predictions).
+            ``(loss, stats)``: the scalar loss (mean over the predicted frames) and floats
+            ``iou_loss``, ``ce``, ``replaced`` (fraction of previous masks replaced by the
+            tolerance rule) and ``miou`` (hard IoU of the predictions).
         """
         ctx = autocast or contextlib.nullcontext
         b, length = batch.labels.shape[:2]
@@ -193,7 +218,7 @@ class AGSSRecipe:
 
         valid = batch.labels != VOID_ID  # (B, L, H, W)
         flows = batch.flows if batch.flows is not None else self.device_flows(batch.images)
-        with ctx():
+        with ctx(), torch.no_grad() if frame_step is not None else contextlib.nullcontext():
             ref = net.reference(batch.images[:, 0], onehot(0))
         prev = onehot(0)
         total_iou = torch.zeros((), device=batch.images.device)
@@ -211,15 +236,19 @@ class AGSSRecipe:
             fg = torch.sigmoid(logits.float()) * batch.objects[:, :, None, None]
             prob = soft_aggregate(fg)  # (B, K + 1, H, W)
             target = onehot(t)
-            total_iou = total_iou + instance_iou_loss(prob[:, 1:], target, valid[:, t], batch.objects)
-            if self.ce_weight:
-                total_ce = total_ce + aggregated_cross_entropy(prob, batch.labels[:, t])
+            iou = instance_iou_loss(prob[:, 1:], target, valid[:, t], batch.objects)
+            ce = aggregated_cross_entropy(prob, batch.labels[:, t]) if self.ce_weight else torch.zeros_like(iou)
+            if frame_step is not None:
+                frame_step(iou + self.ce_weight * ce)
+                iou, ce = iou.detach(), ce.detach()
+            total_iou = total_iou + iou
+            total_ce = total_ce + ce
             with torch.no_grad():
                 hard = prob.argmax(1, keepdim=True) == ids
                 inter = (hard & (target > 0) & valid[:, t, None]).sum((-2, -1)).float()
                 union = ((hard | (target > 0)) & valid[:, t, None]).sum((-2, -1)).float()
-                iou = torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
-                miou += float((iou * batch.objects).sum() / batch.objects.sum().clamp(min=1))
+                iou_hard = torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
+                miou += float((iou_hard * batch.objects).sum() / batch.objects.sum().clamp(min=1))
             prev = prob[:, 1:].detach()
         n = length - 1
         loss = total_iou / n + self.ce_weight * total_ce / n
@@ -230,6 +259,20 @@ class AGSSRecipe:
             "miou": miou / n,
         }
         return loss, stats
+
+
+def images_to_tensor(images: np.ndarray) -> torch.Tensor:
+    """``(..., H, W, 3)`` uint8 RGB -> ``(..., 3, H, W)`` float32 in [0, 1], contiguous (NCHW).
+
+    Training batches must not be channels_last: a permuted view converted with ``.float()`` keeps
+    the NHWC strides, and every convolution of the step then runs oneDNN's channels-last kernels.
+    In oneDNN 3.12 (torch 2.13.0 to 2.14.1) the weight gradient of a strided 1x1 convolution (a
+    ResNet shortcut) on an NHWC input with fewer channels than the CPU's channel block (8 with
+    AVX2, 16 with AVX-512) writes past its workspace: heap corruption, segfaults or hangs in
+    ``loss.backward()``. NCHW inputs take the blocked kernels, which are correct. Reproducer:
+    ``benchmarks/onednn_nhwc_1x1_backward.py``.
+    """
+    return torch.from_numpy(images).movedim(-1, -3).to(torch.float32, memory_format=torch.contiguous_format).div_(255.0)
 
 
 def _onehot(labels: torch.Tensor, objects: torch.Tensor) -> torch.Tensor:
@@ -259,7 +302,7 @@ def _stack(clips: list[Clip]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]
     if len(shapes) != 1:
         raise InputError(f"clips of one batch differ in size {sorted(shapes)}; give a crop size (--crop) or --batch 1")
     k = max(max(c.num_objects for c in clips), 1)
-    images = torch.from_numpy(np.stack([c.images for c in clips])).permute(0, 1, 4, 2, 3).float().div_(255.0)
+    images = images_to_tensor(np.stack([c.images for c in clips]))
     labels = torch.from_numpy(np.stack([c.labels for c in clips]).astype(np.int64))
     objects = torch.tensor([[1.0 if j < c.num_objects else 0.0 for j in range(k)] for c in clips])
     return images, labels, objects
@@ -462,7 +505,7 @@ class OVSNetRecipe:
                     masks.append(m.astype(np.uint8))
                     ids.append(i * 256 + k)
                 h, w = lab.shape
-                images.append(torch.from_numpy(clip.images[t]).permute(2, 0, 1).float().div(255.0))
+                images.append(images_to_tensor(clip.images[t]))
                 targets.append(
                     {
                         "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),

@@ -24,13 +24,25 @@ Say = Callable[[str], None]
 def network_arch(options: TrainOptions) -> dict[str, Any]:
     """Builder keyword arguments of the network to train (variant, then explicit sizes); checks they fit the method."""
     from ..models import create_method, method_info
+    from ..models.backbones import backbone_name
+    from .init import has_pretrained_default
 
     method = options.config.method
     info = method_info(method)
     arch = dict(info.tiny) if options.variant == "tiny" else {}
-    arch.update({k: v for k, v in dict(depth=options.depth, base_width=options.base_width, mdim=options.mdim).items() if v is not None})
+    if options.backbone is not None:
+        arch.pop("depth", None)
+        arch["backbone"] = backbone_name(options.backbone, options.depth)
+    elif options.depth is not None:
+        arch.pop("backbone", None)
+        arch["depth"] = options.depth
+    arch.update({k: v for k, v in dict(base_width=options.base_width, mdim=options.mdim).items() if v is not None})
     if "freeze_bn" in inspect.signature(info.builder).parameters:
-        arch["freeze_bn"] = options.freeze_bn
+        freeze_bn = options.freeze_bn
+        if freeze_bn is None:  # pretrained encoders keep their BatchNorm statistics
+            pretrained = options.backbone_weights or options.config.pretrained or "none"
+            freeze_bn = pretrained != "none" and (pretrained != "auto" or has_pretrained_default(arch.get("backbone", "resnet50")))
+        arch["freeze_bn"] = freeze_bn
     try:
         create_method(method, **arch)
     except TypeError as exc:
@@ -52,6 +64,7 @@ def _resumed(options: TrainOptions) -> TrainOptions:
         config=dataclasses.replace(options.config, seed=int(stored_cfg.get("seed", options.config.seed))),
         data_root=options.data_root or (Path(stored["root"]) if stored.get("root") else None),
         synthetic=options.synthetic or int(stored.get("synthetic", 0)),
+        extra_data=options.extra_data or tuple(Path(p) for p in stored.get("extra", [])),
         size=int(stored.get("size", options.size)),
         val_split=stored.get("val_split", options.val_split),
         max_sequences=options.max_sequences or stored.get("max_sequences"),
@@ -59,21 +72,27 @@ def _resumed(options: TrainOptions) -> TrainOptions:
 
 
 def load_training_data(options: TrainOptions, say: Say) -> tuple[list[VideoSequence], list[VideoSequence], list[str]]:
-    """``(training videos, validation videos, validation names)`` read at height ``options.size``."""
+    """``(training videos, validation videos, names kept out of training)`` read at height ``options.size``."""
     if options.data_root is None and not options.synthetic:
         raise InputError("no training data: give --data ROOT (DAVIS or YouTube-VOS) and/or --synthetic N")
     root = options.data_root
     val_names = held_out_names(root, options.val_split) if root is not None else []
+    # The shipped held-out split is never trained on, whichever split validates (unless --val-split none).
+    held_out = held_out_names(root, "auto") if root is not None and options.val_split != "none" else []
+    exclude = sorted(set(val_names) | set(held_out))
     sequences: list[VideoSequence] = []
     if root is not None:
         say(f"vostool: reading {root} (height {options.size}) ...")
-        sequences = load_dataset(root, exclude=val_names, height=options.size, max_sequences=options.max_sequences)
+        sequences = load_dataset(root, exclude=exclude, height=options.size, max_sequences=options.max_sequences)
+    for extra in options.extra_data:
+        say(f"vostool: reading {extra} (height {options.size}) ...")
+        sequences += load_dataset(extra, exclude=exclude, height=options.size)
     if options.synthetic:
         width = sequences[0].images.shape[2] if sequences else round(options.size * 16 / 9)
         sequences += generate_dataset(options.config.seed, options.synthetic, size=(options.size, int(width)))
     val_sequences = load_dataset(root, include=val_names, height=options.size) if root is not None and val_names else []
     say(f"vostool: {len(sequences)} training videos ({sum(len(s) for s in sequences)} frames), {len(val_sequences)} validation videos")
-    return sequences, val_sequences, val_names
+    return sequences, val_sequences, exclude
 
 
 def run_training(options: TrainOptions, *, quiet: bool = False, say: Say | None = None) -> Trainer:
@@ -100,18 +119,21 @@ def run_training(options: TrainOptions, *, quiet: bool = False, say: Say | None 
     dev = resolve_device(options.device)
     arch = network_arch(options)
     options = _resumed(options)
-    sequences, val_sequences, val_names = load_training_data(options, say)
+    sequences, val_sequences, excluded = load_training_data(options, say)
     cfg = dataclasses.replace(
         options.config,
         arch=arch,
+        pretrained=options.backbone_weights or options.config.pretrained,
         steps=options.steps if options.steps is not None else (0 if options.resume else TrainConfig.steps),
         flow=options.flow if options.flow != "auto" else ("raft-small" if dev.type == "cuda" else "dis"),
         data={
             "root": str(options.data_root) if options.data_root else None,
+            "extra": [str(p) for p in options.extra_data],
+            "excluded": excluded,
             "size": options.size,
             "synthetic": options.synthetic,
             "val_split": options.val_split,
-            "val_sequences": val_names,
+            "val_sequences": [s.name for s in val_sequences],
             "train_sequences": len(sequences),
             "max_sequences": options.max_sequences,
         },

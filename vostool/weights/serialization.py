@@ -245,3 +245,16 @@ def load_into(
         module.load_state_dict({**expected, **state_dict}, strict=True)
     else:
         module.load_state_dict(dict(state_dict), strict=True)
+
+
+def load_encoder_weights(encoder: nn.Module, state_dict: Mapping[str, torch.Tensor], *, what: str) -> None:
+    """Load ImageNet weights into a :class:`vostool.models.backbones.Encoder`: strictly, for the
+    part it takes (its ``pretrained_subset``), then zero its mask convolution. Nothing is
+    loaded on error.
+
+    Raises:
+        WeightsError: the weights do not fit (one line naming up to three keys).
+    """
+    sd, may_lack = encoder.pretrained_subset(state_dict)  # type: ignore[operator]
+    load_into(encoder, sd, what=what, allow_missing=may_lack)
+    encoder.zero_mask_conv()  # type: ignore[operator]
