@@ -35,6 +35,8 @@ ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("P
 
 
 def make_clips(root: Path, dest: Path, clips: int, frames: int) -> list[str]:
+    """The clips, cropped to an even width (H.264's 4:2:0 needs it; DAVIS 240p is 427 wide)."""
+    import cv2
     from segment_throughput import make_mp4
 
     images, annotations = root / "JPEGImages" / "240p", root / "Annotations" / "240p"
@@ -44,9 +46,11 @@ def make_clips(root: Path, dest: Path, clips: int, frames: int) -> list[str]:
         first = dest / ".frames" / name
         first.mkdir(parents=True, exist_ok=True)
         for f in sorted((images / name).glob("*.jpg"))[:frames]:
-            shutil.copy(f, first / f.name)
+            img = cv2.imread(str(f))
+            cv2.imwrite(str(first / f.name), img[:, : img.shape[1] // 2 * 2], [cv2.IMWRITE_JPEG_QUALITY, 95])
         make_mp4(first, dest / f"{name}.mp4")
-        shutil.copy(annotations / name / "00000.png", dest / f"{name}_mask.png")
+        mask = cv2.imread(str(annotations / name / "00000.png"), cv2.IMREAD_UNCHANGED)
+        cv2.imwrite(str(dest / f"{name}_mask.png"), mask[:, : mask.shape[1] // 2 * 2])
     shutil.rmtree(dest / ".frames")
     return names
 
@@ -104,15 +108,26 @@ def kill_and_rerun(clips: Path, names: list[str], work: Path, reference: Path, e
                 pass
         return done
 
-    while proc.poll() is None and len(complete()) < len(names) // 2:
-        time.sleep(0.05)
+    def midway() -> bool:  # half the jobs complete and another one part-way through its frames
+        done = complete()
+        return len(done) >= len(names) // 2 and any(len(list((out / n / "masks").glob("[!.]*.png"))) >= 5 for n in names if n not in done)
+
+    while proc.poll() is None and not midway():
+        time.sleep(0.02)
+    family = descendants(proc.pid)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    time.sleep(1.0)
+    time.sleep(2.0)
     before = complete()
     running = [n for n in names if n not in before and (out / n / "run.json").exists()]
     stamps = {p: p.stat().st_mtime_ns for n in before for p in (out / n).rglob("*") if p.is_file()}
-    orphans = subprocess.run(["pgrep", "-f", "vostool-worker|multiprocessing.spawn"], capture_output=True, text=True).stdout.split()
+    orphans = []
+    for p in family:
+        try:
+            if Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                orphans.append(Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ")[:80].decode())
+        except OSError:
+            pass
     t0 = time.perf_counter()
     subprocess.run([*VOSTOOL, "batch", str(clips), "-o", str(out), "-q", *extra], env=ENV)
     rerun = time.perf_counter() - t0
@@ -120,7 +135,8 @@ def kill_and_rerun(clips: Path, names: list[str], work: Path, reference: Path, e
     return {
         "complete_at_kill": len(before),
         "interrupted_at_kill": running,
-        "worker_processes_left_after_kill": len(orphans),
+        "processes_of_the_batch": len(family),
+        "processes_left_2s_after_kill": orphans,
         "after_rerun": report["counts"],
         "lost": [n for n in names if report["jobs"][n]["status"] not in ("done", "skipped")],
         "redone": [n for n in before if report["jobs"][n]["status"] != "skipped"],
@@ -129,6 +145,16 @@ def kill_and_rerun(clips: Path, names: list[str], work: Path, reference: Path, e
         "masks_identical_to_uninterrupted": same_masks(reference, out, names),
         "rerun_wall": rerun,
     }
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (workers, the fork server)."""
+    out, todo = [], [pid]
+    while todo:
+        kids = subprocess.run(["ps", "-o", "pid=", "--ppid", str(todo.pop())], capture_output=True, text=True).stdout.split()
+        out += [int(k) for k in kids]
+        todo += [int(k) for k in kids]
+    return out
 
 
 def main() -> None:
@@ -140,20 +166,23 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--work", type=Path, default=Path("/tmp/vostool-batch-wall"))
     ap.add_argument("--no-ray", action="store_true")
+    ap.add_argument("--no-serial", action="store_true", help="leave out the serial loop (the slowest path)")
     ap.add_argument("--kill", action="store_true", help="also kill a batch mid-way and run it again")
+    ap.add_argument("--kill-only", action="store_true", help="only the kill / rerun check (after one uninterrupted batch)")
     ap.add_argument("extra", nargs="*", help="options for every run, after --, e.g. -- --method agss --size 240")
     args = ap.parse_args()
     clips = args.work / "clips"
     names = make_clips(args.root, clips, args.clips, args.frames)
-    paths = {
-        "serial loop (vostool segment per clip)": lambda out: serial_loop(clips, names, out, args.extra),
-        "vostool batch --workers 1": lambda out: batch(clips, out, ["--workers", "1", *args.extra]),
-        f"vostool batch --workers {args.workers}": lambda out: batch(clips, out, ["--workers", str(args.workers), *args.extra]),
-    }
+    paths = {} if args.no_serial else {"serial loop (vostool segment per clip)": lambda out: serial_loop(clips, names, out, args.extra)}
+    paths["vostool batch --workers 1"] = lambda out: batch(clips, out, ["--workers", "1", *args.extra])
+    paths[f"vostool batch --workers {args.workers}"] = lambda out: batch(clips, out, ["--workers", str(args.workers), *args.extra])
     if not args.no_ray:
         paths[f"vostool batch --ray local --workers {args.workers}"] = lambda out: batch(
             clips, out, ["--ray", "local", "--workers", str(args.workers), *args.extra]
         )
+    if args.kill_only:
+        paths = {f"vostool batch --workers {args.workers}": paths[f"vostool batch --workers {args.workers}"]}
+        args.runs, args.kill = 1, True
     results: dict[str, list[dict]] = {k: [] for k in paths}
     reference = None
     for r in range(args.runs):

@@ -96,8 +96,7 @@ class WorkerOptions:
 
     Attributes:
         workers: parallel workers: local processes, or Ray actors with ``ray``. None: the
-            default (locally the number of cores, on Ray one per GPU, else one per CPU); 1 runs
-            locally in the calling process.
+            default (one per GPU, else one per core / CPU); 1 runs locally in the calling process.
         ray: None (this machine), or a Ray address: ``""`` (``ray.init()``'s default: the running
             cluster, else a new local instance), ``"local"``, ``"auto"``, ``HOST:PORT``, ``ray://...``.
         cpus_per_worker: PyTorch threads of a local worker and CPUs of a Ray actor (None: the

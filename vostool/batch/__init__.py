@@ -22,14 +22,25 @@ from .local import InlineExecutor, ProcessExecutor
 from .tasks import Event, Outcome, Task, Work, WorkerState, limit_threads
 
 
-def default_workers() -> int:
-    """Local worker processes when ``--workers`` is not given: one per core."""
-    return max(1, os.cpu_count() or 1)
+def visible_gpus() -> list[str]:
+    """The CUDA devices this process may use (``CUDA_VISIBLE_DEVICES`` values), none without CUDA."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return []
+    listed = [d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    return listed[: torch.cuda.device_count()] if listed else [str(i) for i in range(torch.cuda.device_count())]
+
+
+def default_workers(gpus: int = 0) -> int:
+    """Local worker processes when ``--workers`` is not given: one per GPU, else one per core."""
+    return gpus or max(1, os.cpu_count() or 1)
 
 
 def make_executor(options: WorkerOptions | None = None, *, state: WorkerState | None = None, catch: bool = True) -> Executor:
-    """The executor ``options`` ask for: Ray actors (``ray`` set), worker processes (``workers`` > 1),
-    or this process (``workers`` 1, with ``state``'s sessions if given).
+    """The executor ``options`` ask for: Ray actors (``ray`` set), worker processes (``workers`` > 1;
+    on a machine with several GPUs spread over them), or this process (``workers`` 1, with
+    ``state``'s sessions if given).
 
     Raises:
         InputError: ``ray`` is asked for but Ray is not installed.
@@ -39,11 +50,12 @@ def make_executor(options: WorkerOptions | None = None, *, state: WorkerState | 
         from .cluster import RayExecutor
 
         return RayExecutor(o.ray, workers=o.workers, cpus_per_worker=o.cpus_per_worker, gpus_per_worker=o.gpus_per_worker)
-    workers = o.workers if o.workers is not None else default_workers()
+    gpus = visible_gpus()
+    workers = o.workers if o.workers is not None else default_workers(len(gpus))
     if workers <= 1:
         limit_threads(o.cpus_per_worker)
         return InlineExecutor(state, catch=catch)
-    return ProcessExecutor(workers, threads=o.cpus_per_worker)
+    return ProcessExecutor(workers, threads=o.cpus_per_worker, gpus=gpus)
 
 
 __all__ = [
@@ -59,6 +71,7 @@ __all__ = [
     "Work",
     "WorkerState",
     "default_workers",
+    "visible_gpus",
     "find_jobs",
     "make_executor",
     "output_for",

@@ -119,7 +119,7 @@ def worker_options(*, workers_flag: str = "--workers", workers_help: str | None 
             type=click.IntRange(1, 1024),
             default=None,
             help=workers_help
-            or "Parallel workers: local processes (default: one per core; 1 runs in this process), or Ray actors with --ray (default: one per GPU, else one per CPU).",
+            or "Parallel workers: local processes (default: one per GPU, else one per core; 1 runs in this process), or Ray actors with --ray (default: one per GPU, else one per CPU).",
         ),
         click.option(
             "--ray",
