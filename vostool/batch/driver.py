@@ -247,9 +247,7 @@ def run_batch(
         tasks.append(Task(job.name, job.run_options(run), SegmentPayload(job, str(folder), output, since)))
     tasks.sort(key=lambda t: options_key(t.run))  # jobs of one configuration in a row: fewer model loads per worker
     report.write()
-    bar = _Progress(report, jobs, out) if progress else None
-    if bar is not None and say is not None:
-        say = lambda line: bar.console.print(line, markup=False, highlight=False)  # noqa: E731  (above the bar)
+    bar = _Progress(report, jobs, out) if progress else None  # lines written to stderr meanwhile appear above it
 
     def on_event(event: Event) -> None:
         if event.kind == "start":
@@ -340,6 +338,7 @@ class _Progress:
 
     def started(self, name: str) -> None:
         self.running.add(name)
+        self.bar.update(self.job_task, info=f"{len(self.running)} running")
 
     def finished(self, name: str) -> None:
         self.running.discard(name)

@@ -39,7 +39,8 @@ def batch(jobs: str, out: str, run: RunOptions, output: OutputOptions, parallel:
     """
     from ..api import segment_batch
 
-    say = None if quiet else (lambda line: click.echo(f"vostool: {line}", err=True))
+    # print(), not click.echo: the progress bar redirects sys.stderr to show these lines above itself
+    say = None if quiet else (lambda line: print(f"vostool: {line}", file=sys.stderr, flush=True))
     report = segment_batch(jobs, out, run=run, output=output, parallel=parallel, progress=not quiet and sys.stderr.isatty(), say=say)
     counts, summary = report["counts"], report["summary"]
     if as_json:
