@@ -185,3 +185,12 @@ def test_killed_batch_finishes_when_run_again(clips: dict[str, Path], tmp_path: 
     for f in sorted((tmp_path / "whole" / "masks").glob("*.png")):
         assert (long / "masks" / f.name).read_bytes() == f.read_bytes(), f"{f.name} differs after the rerun"
     assert len(list((long / "masks").glob("[!.]*.png"))) == 150
+
+
+def test_ray_without_ray_installed_says_what_to_install(clips: dict[str, Path], monkeypatch, capsys) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray fails as when it is not installed
+    code, _, err = _cli([clips["clips"], "-o", clips["root"] / "no_ray", "--ray"], capsys)
+    assert (
+        code == 2
+        and err.strip() == "vostool: error: --ray needs Ray, which is not installed: pip install 'vostool[ray]' (or pip install ray)"
+    )
