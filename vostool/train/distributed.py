@@ -10,8 +10,10 @@ gloo on the CPU). Without those variables everything here is a no-op (one proces
   ``(seed, s)``); rank ``r`` of ``W`` takes clips ``r * B / W .. (r + 1) * B / W - 1``
   (:meth:`Distributed.shard`), so ``B`` must be a multiple of ``W``.
 * Gradients: DDP averages them over the ranks, which equals the gradient of the global batch's
-  loss when the recipe's loss is a mean over its clips (all recipes; with trained BatchNorm the
-  statistics are per rank, so match a one-process run only up to that, as with any DDP run).
+  loss when that loss is a mean over its clips: exactly so for AGSS-VOS's instance IoU loss; the
+  pixel-averaged cross-entropy terms match when the clips have equally many non-void pixels
+  (e.g. with ``--crop``). Trained BatchNorm normalises over each rank's clips, as in any DDP run
+  (frozen BatchNorm, the pretrained-encoder setting, is unaffected).
 * Writing: only rank 0 writes the run folder (config, checkpoints, log, validation, export); all
   ranks load the same checkpoint on ``--resume``, so a resumed run continues exactly.
 """
@@ -82,10 +84,6 @@ class Distributed:
         t = torch.tensor([1.0 if flag else 0.0], device=self._device())
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item() > 0)
-
-    def barrier(self) -> None:
-        if self.enabled:
-            dist.barrier()
 
     def close(self) -> None:
         """Leave the process group (after the others are done)."""
