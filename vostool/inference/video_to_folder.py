@@ -376,8 +376,11 @@ def _run(
         status = "interrupted"
         frames.close()
         try:
-            snap, tstate = session.state_dict(), timer.state()
-            writer.submit(lambda: _save_checkpoint(folder, snap, tstate, fp))
+            # Ctrl-C may land inside a step (the session already counts the frame, its mask is not
+            # queued): then the last periodic checkpoint stays the one to resume from.
+            if session.index == done:
+                snap, tstate = session.state_dict(), timer.state()
+                writer.submit(lambda: _save_checkpoint(folder, snap, tstate, fp))
             writer.close()
         finally:
             outputs.abort()
