@@ -18,12 +18,14 @@ LAYERS = [
     ("vostool.flow",),
     ("vostool.datasets",),
     ("vostool.inference",),
+    ("vostool.batch",),
     ("vostool.bench",),
     ("vostool.train",),
     ("vostool.api",),
     ("vostool.cli", "vostool.__main__", "vostool"),
 ]
-"""Lowest first: io, flow and models below inference, inference below the API, the API below the CLI."""
+"""Lowest first: io, flow and models below inference, inference below the job runner (batch), the
+runner below bench, the API below the CLI."""
 
 
 def _modules() -> dict[str, Path]:

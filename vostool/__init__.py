@@ -16,10 +16,10 @@ from typing import Any
 # up to 20x slower. Passive waiting costs little when the cores are free. Set before torch loads.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from .options import OutputOptions, RunOptions  # noqa: E402  (plain data, no torch)
+from .options import OutputOptions, RunOptions, WorkerOptions  # noqa: E402  (plain data, no torch)
 from .version import __version__  # noqa: E402
 
-_API = ("segment", "create_session", "collect_masks", "load_method", "resolve_device", "Session", "StepResult")
+_API = ("segment", "segment_batch", "create_session", "collect_masks", "load_method", "resolve_device", "Session", "StepResult")
 
 
 def __getattr__(name: str) -> Any:
@@ -35,4 +35,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'vostool' has no attribute {name!r}")
 
 
-__all__ = ["__version__", *_API, "RunOptions", "OutputOptions", "create_method", "available_methods"]
+__all__ = ["__version__", *_API, "RunOptions", "OutputOptions", "WorkerOptions", "create_method", "available_methods"]

@@ -7,6 +7,8 @@ summary = vostool.segment("clip.mp4", "f0.png", "out/", run=RunOptions(method="a
 session = vostool.create_session("flow", flow="dis")
 for result in session.propagate(frames, {0: first_mask}):   # (H, W, 3) uint8 RGB frames
     result.ids                                              # (H, W) uint8 object ids
+
+report = vostool.segment_batch("clips/", "out/", workers=2)  # every clip of a folder, OUT/<name>/ each
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from typing import Any
 
 import numpy as np
 
+from .batch import SegmentPayload, Task, find_jobs, make_executor, output_for, plan_job, run_batch
+from .batch.driver import Say, finished_summary
+from .batch.jobs import SegmentJob
 from .errors import InputError
 from .inference.builder import create_session, load_method
 from .inference.device import resolve_device
@@ -26,7 +31,7 @@ from .inference.session import Session, StepResult
 from .inference.video_to_folder import check_masks, segment_to_folder
 from .io.masks import IndexMask, ids_from_array, read_mask
 from .io.video import IMAGE_SUFFIXES, VideoSource, natural_key, open_video
-from .options import OutputOptions, RunOptions, with_fields
+from .options import OutputOptions, RunOptions, WorkerOptions, with_fields
 
 MaskSpec = str | os.PathLike[str] | IndexMask | np.ndarray
 """A mask given for a video: a file (frame 0), ``"N:FILE"`` (frame N, 0-based), an IndexMask or
@@ -153,6 +158,7 @@ def segment(
     run: RunOptions | None = None,
     output: OutputOptions | None = None,
     progress: bool = False,
+    session: Session | None = None,
     **fields: Any,
 ) -> dict[str, Any]:
     """Segment every frame of ``video`` into ``out`` (see :mod:`vostool.io.outputs` for the layout).
@@ -167,6 +173,8 @@ def segment(
         run: how to segment (method, flow, device, ...); default :class:`RunOptions`.
         output: what to write; default :class:`OutputOptions`.
         progress: show a progress bar on stderr.
+        session: a session to run in instead of building one from ``run`` (reset for this video;
+            how ``vostool batch`` workers reuse a loaded model).
         **fields: fields of :class:`RunOptions` or :class:`OutputOptions` (``method="agss"``,
             ``soft=True``, ...) that override those of ``run`` and ``output``.
 
@@ -181,14 +189,79 @@ def segment(
     try:
         given = collect_masks(mask, masks_dir, frame_names=source.frame_names)
         check_masks(given, source, resize_mask=run.resize_mask)  # before the weights load
-        session = create_session(run)
+        if session is None:
+            session = create_session(run)
+        else:
+            session.reset()
         return segment_to_folder(session, source, given, Path(out), output, progress=progress)
     finally:
         source.close()
 
 
+def run_segment_task(session: Session, task: Task) -> dict[str, Any]:
+    """The work of one ``vostool batch`` job (a :data:`vostool.batch.Work` function): the job's
+    folder is skipped, resumed or (over)written as :func:`vostool.batch.plan_job` decides, then
+    :func:`segment` runs in the worker's session.
+
+    Returns:
+        The timing summary, or ``{"skipped": True, ...}`` for a job already complete.
+    """
+    payload: SegmentPayload = task.payload
+    folder = Path(payload.out)
+    plan = plan_job(folder, overwrite=payload.output.overwrite, since=payload.since)
+    if plan == "skip":
+        return {"skipped": True, **finished_summary(folder)}
+    job = payload.job
+    return segment(
+        job.video,
+        list(job.masks) or None,
+        folder,
+        masks_dir=job.masks_dir,
+        fps=job.fps,
+        output=output_for(plan, payload.output),
+        session=session,
+    )
+
+
+def segment_batch(
+    jobs: str | os.PathLike[str] | Sequence[SegmentJob],
+    out: str | os.PathLike[str],
+    *,
+    run: RunOptions | None = None,
+    output: OutputOptions | None = None,
+    parallel: WorkerOptions | None = None,
+    progress: bool = False,
+    say: Say | None = None,
+    **fields: Any,
+) -> dict[str, Any]:
+    """Segment many videos, each into ``out/<name>/`` as :func:`segment` does; resumable.
+
+    Args:
+        jobs: a folder of clips (``NAME.mp4`` + ``NAME_mask.png``), a CSV / JSONL manifest, or
+            :class:`vostool.batch.SegmentJob` items (:mod:`vostool.batch.jobs`).
+        out: the batch's folder (``out/batch.json`` lists every job's state and the timing).
+        run / output: the options of every job (a manifest row may set its own run options).
+        parallel: where the jobs run (:class:`WorkerOptions`: worker processes, Ray).
+        progress: a progress bar over jobs and frames on stderr.
+        say: where one line per finished job goes.
+        **fields: fields of :class:`RunOptions`, :class:`OutputOptions` or :class:`WorkerOptions`
+            (``method="agss"``, ``workers=2``, ...).
+
+    Returns:
+        The content of ``out/batch.json`` (``counts``, ``failed``, ``jobs``, ``summary``).
+    """
+    run, rest = with_fields(run or RunOptions(), fields)
+    output, rest = with_fields(output or OutputOptions(), rest)
+    parallel, rest = with_fields(parallel or WorkerOptions(), rest)
+    if rest:
+        raise TypeError(f"segment_batch() got unexpected keyword arguments: {', '.join(sorted(rest))}")
+    found = find_jobs(jobs) if isinstance(jobs, (str, os.PathLike)) else list(jobs)
+    return run_batch(found, out, run_segment_task, make_executor(parallel), run=run, output=output, progress=progress, say=say)
+
+
 __all__ = [
     "segment",
+    "segment_batch",
     "create_session",
     "collect_masks",
     "load_method",
@@ -197,4 +270,5 @@ __all__ = [
     "StepResult",
     "RunOptions",
     "OutputOptions",
+    "WorkerOptions",
 ]

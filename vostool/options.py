@@ -4,6 +4,8 @@
   precision. Used by ``vostool segment``, ``vostool bench`` and :func:`vostool.create_session`.
 * :class:`OutputOptions` — what ``vostool segment`` writes and what it does with a folder that
   already holds a run.
+* :class:`WorkerOptions` — where the videos of ``vostool batch`` (and the sequences of
+  ``vostool bench --method``) run: this process, local worker processes, or a Ray cluster.
 * :class:`TrainConfig` — the settings of a training run (stored as its ``config.json``), and
   :class:`TrainOptions` — what ``vostool train`` was asked to do: a config and how to start it.
 
@@ -96,6 +98,26 @@ class OutputOptions:
     checkpoint_every: int = 100
     checkpoint_seconds: float = 60.0
     png_compression: int = 1
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """Where many videos run (:mod:`vostool.batch`).
+
+    Attributes:
+        workers: parallel workers: local processes, or Ray actors with ``ray``. None: the
+            default (one per GPU, else one per core / CPU); 1 runs locally in the calling process.
+        ray: None (this machine), or a Ray address: ``""`` (``ray.init()``'s default: the running
+            cluster, else a new local instance), ``"local"``, ``"auto"``, ``HOST:PORT``, ``ray://...``.
+        cpus_per_worker: PyTorch threads of a local worker and CPUs of a Ray actor (None: the
+            cores divided among the workers).
+        gpus_per_worker: GPUs of a Ray actor, fractional allowed (None: 1 on a cluster with GPUs, else 0).
+    """
+
+    workers: int | None = None
+    ray: str | None = None
+    cpus_per_worker: int | None = None
+    gpus_per_worker: float | None = None
 
 
 @dataclass

@@ -110,6 +110,8 @@ class BenchResult:
     sequences: list[SequenceResult]
     wall_seconds: float = 0.0
     workers: int = 1
+    session: dict[str, Any] = field(default_factory=dict)
+    """What the method ran with (:meth:`~vostool.inference.session.Session.describe` and device), when run."""
 
     def object_rows(self) -> list[tuple[str, ObjectResult]]:
         """``(<seq>_<id>, object)`` for every (sequence, object) pair, the official row order."""

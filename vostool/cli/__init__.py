@@ -17,7 +17,7 @@ import click
 
 from ..version import __version__
 
-SUBCOMMANDS = ("segment", "bench", "weights", "train")
+SUBCOMMANDS = ("segment", "batch", "bench", "weights", "train")
 """Each command is the function of that name in the module of that name."""
 
 
@@ -44,6 +44,7 @@ def cli() -> None:
     Examples:
       vostool segment clip.mp4 --mask f0.png -o out/
       vostool segment frames/ --mask 0:f0.png --mask 30:f30.png --method agss -o out/
+      vostool batch clips/ -o out/ --workers 2
       vostool bench --dataset davis17 --root DAVIS/ --split val --method flow
       vostool weights list
     """

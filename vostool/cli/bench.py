@@ -14,9 +14,9 @@ from typing import Any
 import click
 
 from ..errors import InputError
-from ..options import RunOptions
+from ..options import RunOptions, WorkerOptions
 from . import log_to_stderr
-from .options import run_options
+from .options import run_options, worker_options
 
 
 def _csv_ints(text: str) -> list[int]:
@@ -72,6 +72,10 @@ def _default_workers() -> int:
 @click.option("--objects", default="1,2,4,8", show_default=True, help="Object counts for --speed.")
 @click.option("--frames", type=click.IntRange(5, 100000), default=30, show_default=True, help="Frames per measurement for --speed.")
 @click.option("--strict", is_flag=True, help="Frames without ground truth are an error (default: a warning, and not scored).")
+@worker_options(
+    workers_flag="--run-workers",
+    workers_help="Workers that run the method, a sequence at a time: local processes (default 1: in this process), or Ray actors with --ray.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress or table on stderr.")
 def bench(
     dataset: str,
@@ -92,6 +96,7 @@ def bench(
     objects: str,
     frames: int,
     strict: bool,
+    parallel: WorkerOptions,
     quiet: bool,
 ) -> None:
     """Score a method on DAVIS 2016/2017 or YouTube-VOS with numbers equal to the official evaluation.
@@ -103,6 +108,7 @@ def bench(
     \b
     Examples:
       vostool bench --dataset davis17 --root DAVIS/ --split val --method agss
+      vostool bench --dataset ytvos --root YTVOS/ --split valid --method agss --ray auto
       vostool bench --eval-only --results my_masks/ --root DAVIS/
       vostool bench --root DAVIS/ --split test-dev --method flow --flow dis --submission td.zip
       vostool bench --speed --objects 1,2,4,8 --size 480 --method flow,agss --weights random
@@ -152,7 +158,8 @@ def bench(
             json_path,
             submission,
             console,
-            strict,
+            parallel,
+            strict=strict,
         )
 
 
@@ -174,6 +181,8 @@ def _bench(
     json_path: Path | None,
     submission: Path | None,
     console: Any,
+    parallel: WorkerOptions,
+    *,
     strict: bool = False,
 ) -> None:
     """Score predictions (``run`` None) or run a method and score its masks; reports and submission."""
@@ -193,30 +202,39 @@ def _bench(
             )
             settings["results"] = str(results)
         else:
+            from ..batch import make_executor
             from ..inference.builder import create_session
-            from ..inference.device import device_type
+            from ..models import method_info
 
-            session = create_session(run)
-            flow_name = session.describe()["flow"]
+            if parallel.ray is None and (parallel.workers or 1) <= 1:
+                session: Any = create_session(run)  # in this process: a missing weights file stops here at once
+                executor = None
+                flow_name = session.describe()["flow"]
+            else:
+                session, executor = run, make_executor(parallel)
+                info = method_info(run.method)
+                flow_name = (run.flow or info.default_flow) if info.method_class.uses_flow else None
             if results is None:
                 results = Path("bench-results") / f"{ds.kind}-{ds.split}-{run.method}{'-' + flow_name if flow_name else ''}"
-            settings.update(
-                results=str(results),
-                method=run.method,
-                flow=flow_name,
-                device=device_type(session.device),
-                size=run.size,
-                precision=run.precision,
-                weights=session.weights,
-                workers=workers,
-            )
             task = prog.add_task(run.method, total=len(ds.sequences))
 
             def done(name: str, method_run: Any) -> None:
                 prog.advance(task)
                 prog.console.print(f"{name}: {method_run.frames} frames, {method_run.fps:.1f} fps")
 
-            result = run_benchmark(session, ds, results, workers=workers, score=score, strict=strict, on_sequence=done)
+            result = run_benchmark(session, ds, results, workers=workers, score=score, strict=strict, on_sequence=done, executor=executor)
+            ran = result.session
+            settings.update(
+                results=str(results),
+                method=run.method,
+                flow=ran.get("flow", flow_name),
+                device=ran.get("device"),
+                size=run.size,
+                precision=run.precision,
+                weights=ran.get("weights"),
+                workers=workers,
+                run_workers=executor.describe() if executor is not None else {"kind": "inline", "workers": 1},
+            )
             result = result if score else None
     if submission is not None:
         from ..bench.submission import write_submission

@@ -2,7 +2,8 @@
 
 :func:`run_options` adds the options of :class:`~vostool.options.RunOptions` and hands the
 command one ``run`` argument; :func:`output_options` does the same for
-:class:`~vostool.options.OutputOptions` (``output``) and :func:`train_config_options` for
+:class:`~vostool.options.OutputOptions` (``output``), :func:`worker_options` for
+:class:`~vostool.options.WorkerOptions` (``parallel``) and :func:`train_config_options` for
 :class:`~vostool.options.TrainConfig` (``config``). Defaults are the dataclasses' own.
 """
 
@@ -15,7 +16,7 @@ from typing import Any, TypeVar
 import click
 
 from ..errors import InputError
-from ..options import FLOW_NAMES, PRECISION_NAMES, RUNTIME_NAMES, OutputOptions, RunOptions, TrainConfig, default
+from ..options import FLOW_NAMES, PRECISION_NAMES, RUNTIME_NAMES, OutputOptions, RunOptions, TrainConfig, WorkerOptions, default
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -31,13 +32,15 @@ offline_option = click.option(
 )
 
 
-def _grouped(cls: type[Any], name: str, options: list[Callable[[F], F]], fields: tuple[str, ...]) -> Callable[[F], F]:
-    """Decorator adding ``options`` to a command and passing their values as one ``cls`` in ``name``."""
+def _grouped(cls: type[Any], name: str, options: list[Callable[[F], F]], fields: tuple[str, ...] | dict[str, str]) -> Callable[[F], F]:
+    """Decorator adding ``options`` to a command and passing their values as one ``cls`` in ``name``
+    (``fields``: the options' parameter names, or ``{parameter name: field name}``)."""
+    names = fields if isinstance(fields, dict) else {f: f for f in fields}
 
     def deco(command: F) -> F:
         @functools.wraps(command)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            kwargs[name] = cls(**{f: kwargs.pop(f) for f in fields})
+            kwargs[name] = cls(**{f: kwargs.pop(p) for p, f in names.items()})
             return command(*args, **kwargs)
 
         for option in reversed(options):
@@ -106,16 +109,25 @@ def run_options(
     return _grouped(RunOptions, "run", options, fields)
 
 
-def output_options() -> Callable[[F], F]:
-    """The :class:`OutputOptions` options, passed as ``output``."""
+def output_options(*, resume: bool = True) -> Callable[[F], F]:
+    """The :class:`OutputOptions` options, passed as ``output`` (``--resume`` only with ``resume=True``)."""
     d = OutputOptions()
     options = [
         click.option("--overlay/--no-overlay", default=d.overlay, show_default=True, help="Write overlay.mp4."),
         click.option("--overlay-frames", is_flag=True, default=d.overlay_frames, help="Also write overlays/<frame>.png."),
         click.option("--soft", is_flag=True, default=d.soft, help="Write soft scores soft/<id>/<frame>.png (probability x 255)."),
         click.option("--mattes", is_flag=True, default=d.mattes, help="Write black/white mattes mattes/<id>/<frame>.png."),
-        click.option(
-            "--resume", is_flag=True, default=d.resume, help="Finish an interrupted run in OUT (same masks as an uninterrupted run)."
+        *(
+            [
+                click.option(
+                    "--resume",
+                    is_flag=True,
+                    default=d.resume,
+                    help="Finish an interrupted run in OUT (same masks as an uninterrupted run).",
+                )
+            ]
+            if resume
+            else []
         ),
         click.option("--overwrite", is_flag=True, default=d.overwrite, help="Replace the results already in OUT."),
         click.option(
@@ -126,8 +138,44 @@ def output_options() -> Callable[[F], F]:
             help="Frames between resume checkpoints.",
         ),
     ]
-    fields = ("overlay", "overlay_frames", "soft", "mattes", "resume", "overwrite", "checkpoint_every")
+    fields = ("overlay", "overlay_frames", "soft", "mattes", *(("resume",) if resume else ()), "overwrite", "checkpoint_every")
     return _grouped(OutputOptions, "output", options, fields)
+
+
+def worker_options(*, workers_flag: str = "--workers", workers_help: str | None = None) -> Callable[[F], F]:
+    """The :class:`WorkerOptions` options (the worker count under ``workers_flag``), passed as ``parallel``."""
+    options = [
+        click.option(
+            workers_flag,
+            "parallel_workers",
+            type=click.IntRange(1, 1024),
+            default=None,
+            help=workers_help
+            or "Parallel workers: local processes (default: one per GPU, else one per core; 1 runs in this process), or Ray actors with --ray (default: one per GPU, else one per CPU).",
+        ),
+        click.option(
+            "--ray",
+            is_flag=False,
+            flag_value="",
+            default=None,
+            metavar="[ADDRESS]",
+            help="Run on a Ray cluster: --ray alone (the running cluster, else a local one), --ray auto, --ray local, --ray HOST:PORT. Needs pip install 'vostool[ray]'.",
+        ),
+        click.option(
+            "--cpus-per-worker",
+            type=click.IntRange(1, 1024),
+            default=None,
+            help="CPU threads per worker (default: the cores divided among the workers).",
+        ),
+        click.option(
+            "--gpus-per-worker",
+            type=click.FloatRange(0, 64),
+            default=None,
+            help="GPUs per Ray worker, fractional allowed (default: 1 on a cluster with GPUs, else 0).",
+        ),
+    ]
+    fields = {"parallel_workers": "workers", "ray": "ray", "cpus_per_worker": "cpus_per_worker", "gpus_per_worker": "gpus_per_worker"}
+    return _grouped(WorkerOptions, "parallel", options, fields)
 
 
 def _crop(ctx: click.Context, param: click.Parameter, text: str | None) -> list[int] | None:

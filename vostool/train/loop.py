@@ -13,7 +13,8 @@ Determinism: the network is initialised from ``torch.manual_seed(seed)``; the da
 is a pure function of ``(seed, s)`` (:meth:`~vostool.train.sampling.ClipSampler.sample`); the
 learning rate is a pure function of the step (poly: ``lr * (1 - s / steps) ** power``). So a run
 resumed from a checkpoint continues bit-identically to an uninterrupted one (on the same device
-and thread count).
+and thread count). Under ``torchrun`` each process trains on its share of every step's batch
+(:mod:`vostool.train.distributed`) and only rank 0 writes the run folder.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from ..models import create_method
 from ..options import TrainConfig
 from ..weights import load_into, save_state_dict
 from ..weights.serialization import load_state_dict
+from .distributed import Distributed
 from .recipes import Recipe, get_recipe
 from .sampling import ClipSampler
 
@@ -104,6 +106,7 @@ class Trainer:
         device: torch device.
         resume: continue from ``out/checkpoint.*``.
         progress: show a rich progress bar on stderr.
+        distributed: this process's place in a ``torchrun`` run (None: the only process).
     """
 
     def __init__(
@@ -116,7 +119,9 @@ class Trainer:
         device: str | torch.device = "cpu",
         resume: bool = False,
         progress: bool = True,
+        distributed: Distributed | None = None,
     ) -> None:
+        self.dist = distributed or Distributed()
         self.out = Path(out)
         self.device = torch.device(device)
         self.progress = progress
@@ -132,6 +137,7 @@ class Trainer:
         elif (self.out / "checkpoint.pt").exists():
             raise InputError(f"{self.out} already holds a run; pass --resume to continue it or choose another --out")
         self.config = config
+        self.dist.shard(config.batch)  # a batch that does not split over the processes: one line, before any work
         self.recipe: Recipe = get_recipe(
             config.method,
             clip_length=config.clip_length,
@@ -165,7 +171,11 @@ class Trainer:
             self._load_checkpoint()
         else:
             self.log["start_weights"] = self._start_weights()
-            write_text_atomic(self.out / "config.json", json.dumps(config.to_json(), indent=2))
+            if self.dist.is_main:
+                write_text_atomic(self.out / "config.json", json.dumps(config.to_json(), indent=2))
+        self.model = self.dist.wrap(self.net)  # what the recipe trains: the network, in DDP under torchrun
+        if self.dist.enabled:
+            self.log["distributed"] = {"processes": self.dist.world, "clips_per_process": len(self.dist.shard(config.batch))}
 
     def _start_weights(self) -> dict[str, Any]:
         """Load the pretrained encoder and / or ``init`` weights; what was loaded (for the log)."""
@@ -181,7 +191,9 @@ class Trainer:
 
     # --- checkpoints ------------------------------------------------------------------------
     def save_checkpoint(self) -> None:
-        """Write ``checkpoint.safetensors`` (fp32 weights) then ``checkpoint.pt`` (the rest)."""
+        """Write ``checkpoint.safetensors`` (fp32 weights) then ``checkpoint.pt`` (the rest); rank 0 only."""
+        if not self.dist.is_main:
+            return
         sd = {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}
         save_state_dict(
             self.out / "checkpoint.safetensors",
@@ -222,6 +234,8 @@ class Trainer:
         self.log["resumed_at"] = self.log.get("resumed_at", []) + [self.step]
 
     def _write_log(self) -> None:
+        if not self.dist.is_main:
+            return
         write_text_atomic(self.out / "train.json", json.dumps(self.log, indent=1))
 
     # --- one step ---------------------------------------------------------------------------
@@ -231,15 +245,15 @@ class Trainer:
         lr = poly_lr(cfg.lr, self.step, cfg.steps, cfg.poly_power)
         for g in self.optimizer.param_groups:
             g["lr"] = lr * g.get("lr_scale", 1.0)
-        batch = self.recipe.make_batch(self.sampler, self.step, cfg.batch).to(self.device)
+        batch = self.recipe.make_batch(self.sampler, self.step, self.dist.shard(cfg.batch)).to(self.device)
         self.net.train()
         if cfg.frame_steps:
-            loss, stats = self.recipe.loss(self.net, batch, autocast=self.autocast, frame_step=self._optimiser_step)
+            loss, stats = self.recipe.loss(self.model, batch, autocast=self.autocast, frame_step=self._optimiser_step)
         else:
-            loss, stats = self.recipe.loss(self.net, batch, autocast=self.autocast)
+            loss, stats = self.recipe.loss(self.model, batch, autocast=self.autocast)
             self._optimiser_step(loss)
         self.step += 1
-        return {"loss": float(loss.detach()), "lr": lr, **stats}
+        return {**self.dist.mean({"loss": float(loss.detach()), **stats}), "lr": lr}
 
     def _optimiser_step(self, loss: torch.Tensor) -> None:
         """Back-propagate ``loss`` and take one optimiser step (gradient clip, AMP scaling)."""
@@ -302,8 +316,8 @@ class Trainer:
                     self.log["steps"].append(entry)
                     if on_log is not None:
                         on_log(json.dumps(entry))
-                timed_out = time_limit_s is not None and now - start_wall >= time_limit_s
-                if cfg.val_every and self.step % cfg.val_every == 0 and self.val_sequences and self.step < end:
+                timed_out = time_limit_s is not None and self.dist.any(now - start_wall >= time_limit_s)
+                if cfg.val_every and self.step % cfg.val_every == 0 and self.val_sequences and self.step < end and self.dist.is_main:
                     self._validate_and_log(on_log)
                 if (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0) or self.step == end or timed_out:
                     self.save_checkpoint()
@@ -311,7 +325,7 @@ class Trainer:
                     self.log["stopped"] = f"time limit {time_limit_s:.0f} s reached at step {self.step}"
                     break
         self.save_checkpoint()  # the raw trained state: what --resume continues from
-        if self.step == cfg.steps:
+        if self.step == cfg.steps and self.dist.is_main:
             self.finish(on_log)
         return self.log
 

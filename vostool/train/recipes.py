@@ -56,6 +56,12 @@ from .losses import aggregated_cross_entropy, apply_tolerance, instance_iou_loss
 from .sampling import Clip, ClipSampler
 
 
+def clip_indices(batch: int | range) -> range:
+    """The clips of a step's batch to make: all ``batch`` of them, or the given indices (one
+    process's share of the global batch under ``torchrun``: :mod:`vostool.train.distributed`)."""
+    return range(batch) if isinstance(batch, int) else batch
+
+
 @dataclasses.dataclass
 class Batch:
     """One training batch.
@@ -180,10 +186,10 @@ class AGSSRecipe:
         out = [torch.stack([est.flow(p[t + 1], p[t]) for t in range(length - 1)]) for p in preps]
         return torch.stack(out).clone()  # a normal tensor (RAFT returns inference-mode tensors)
 
-    def make_batch(self, sampler: ClipSampler, step: int, batch: int) -> Batch:
+    def make_batch(self, sampler: ClipSampler, step: int, batch: int | range) -> Batch:
         """The ``batch`` clips of training step ``step`` as tensors (same size required: use ``crop``
         when sequences differ in size)."""
-        clips = [self.make_clip(sampler, step, i) for i in range(batch)]
+        clips = [self.make_clip(sampler, step, i) for i in clip_indices(batch)]
         images, labels, objects = _stack(clips)
         flows = torch.from_numpy(np.stack([self.flows(c.images) for c in clips])) if self.flow in OPENCV_FLOWS else None
         return Batch(images, labels, flows, objects, [c.name for c in clips])
@@ -357,8 +363,8 @@ class SAVOSRecipe:
             clip = hflip(clip)
         return _crop_and_relabel(clip, self.crop, rng)
 
-    def make_batch(self, sampler: ClipSampler, step: int, batch: int) -> Batch:
-        return _flowless_batch([self.make_clip(sampler, step, i) for i in range(batch)])
+    def make_batch(self, sampler: ClipSampler, step: int, batch: int | range) -> Batch:
+        return _flowless_batch([self.make_clip(sampler, step, i) for i in clip_indices(batch)])
 
     def loss(self, net: torch.nn.Module, batch: Batch, *, autocast: Any = None) -> tuple[torch.Tensor, dict[str, float]]:
         from ..models.blocks import softmax_aggregate
@@ -419,8 +425,8 @@ class EmbeddingRecipe:
         clip = random_affine(clip, rng, scale=self.scale, rotation=self.rotation, shift=0.05, per_frame_jitter=0.3)
         return _crop_and_relabel(clip, self.crop, rng)
 
-    def make_batch(self, sampler: ClipSampler, step: int, batch: int) -> Batch:
-        return _flowless_batch([self.make_clip(sampler, step, i) for i in range(batch)])
+    def make_batch(self, sampler: ClipSampler, step: int, batch: int | range) -> Batch:
+        return _flowless_batch([self.make_clip(sampler, step, i) for i in clip_indices(batch)])
 
     def loss(self, net: torch.nn.Module, batch: Batch, *, autocast: Any = None) -> tuple[torch.Tensor, dict[str, float]]:
         import torch.nn.functional as F
@@ -483,11 +489,11 @@ class OVSNetRecipe:
     def sampler(self, sequences: list[VideoSequence], seed: int) -> ClipSampler:
         return ClipSampler(sequences, self.clip_length, seed=seed, max_objects=self.max_objects, max_skip=5)
 
-    def make_batch(self, sampler: ClipSampler, step: int, batch: int) -> DetectionBatch:
+    def make_batch(self, sampler: ClipSampler, step: int, batch: int | range) -> DetectionBatch:
         images: list[torch.Tensor] = []
         targets: list[dict[str, torch.Tensor]] = []
         names: list[str] = []
-        for i in range(batch):
+        for i in clip_indices(batch):
             clip = sampler.sample(step, i)
             rng = sampler.rng(step, 2000 + i)
             if rng.random() < self.flip_p:
@@ -540,8 +546,9 @@ class Recipe(Protocol):
     def sampler(self, sequences: list[VideoSequence], seed: int) -> ClipSampler:
         """The deterministic clip sampler of this recipe."""
 
-    def make_batch(self, sampler: ClipSampler, step: int, batch: int) -> Batch | DetectionBatch:
-        """The ``batch`` samples of training step ``step`` (a pure function of the sampler's seed and ``step``)."""
+    def make_batch(self, sampler: ClipSampler, step: int, batch: int | range) -> Batch | DetectionBatch:
+        """The ``batch`` samples of training step ``step`` (a pure function of the sampler's seed and
+        ``step``), or those of the given indices of it (:func:`clip_indices`)."""
 
     def loss(self, net: torch.nn.Module, batch: Any, *, autocast: Any = None) -> tuple[torch.Tensor, dict[str, float]]:
         """The training loss of ``batch`` and its named parts."""

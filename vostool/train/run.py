@@ -1,6 +1,7 @@
 """Starting or resuming a training run from :class:`~vostool.options.TrainOptions` (what
 ``vostool train`` does once its options are parsed): the network's size, the training and
-held-out data, the run's :class:`~vostool.train.loop.TrainConfig`, the loop, the export."""
+held-out data, the run's :class:`~vostool.train.loop.TrainConfig`, the loop, the export.
+Under ``torchrun`` every process runs this, with its share of each batch (:mod:`.distributed`)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from ..datasets import VideoSequence, generate_dataset, held_out_names, load_dat
 from ..errors import InputError
 from ..io.atomic import write_bytes_atomic
 from ..options import FLOW_NAMES, TrainConfig, TrainOptions
+from .distributed import from_env, threads_for
 from .loop import Trainer
 from .recipes import get_recipe
 
@@ -107,16 +109,19 @@ def run_training(options: TrainOptions, *, quiet: bool = False, say: Say | None 
 
     from ..inference.device import resolve_device
 
-    say = say if say is not None and not quiet else (lambda m: None)
     get_recipe(options.config.method)  # one-line error for methods without a recipe
     if options.flow != "auto" and options.flow not in FLOW_NAMES:
         raise InputError(f"unknown flow {options.flow!r}; choose auto or one of: {', '.join(FLOW_NAMES)}")
-    if options.threads:
+    place, dist_device = from_env(options.device)
+    quiet = quiet or not place.is_main  # one process reports
+    say = say if say is not None and not quiet else (lambda m: None)
+    threads = options.threads or threads_for(place)
+    if threads:
         import cv2
 
-        torch.set_num_threads(options.threads)
-        cv2.setNumThreads(options.threads)
-    dev = resolve_device(options.device)
+        torch.set_num_threads(threads)
+        cv2.setNumThreads(threads)
+    dev = dist_device or resolve_device(options.device)
     arch = network_arch(options)
     options = _resumed(options)
     sequences, val_sequences, excluded = load_training_data(options, say)
@@ -138,12 +143,17 @@ def run_training(options: TrainOptions, *, quiet: bool = False, say: Say | None 
             "max_sequences": options.max_sequences,
         },
     )
-    trainer = Trainer(cfg, sequences, val_sequences, out=options.out, device=dev, resume=options.resume, progress=not quiet)
+    trainer = Trainer(
+        cfg, sequences, val_sequences, out=options.out, device=dev, resume=options.resume, progress=not quiet, distributed=place
+    )
     log = trainer.run(
         stop_at=options.stop_at,
         time_limit_s=options.time_limit * 60 if options.time_limit else None,
         on_log=None if trainer.shows_progress else say,
     )
+    place.close()
+    if not place.is_main:
+        return trainer
     final = options.out / "final.safetensors"
     if options.export_path is not None:
         if not final.is_file():  # stopped early (time limit, --stop-at): finish with what there is
