@@ -22,8 +22,6 @@ is never imported (it would take longer than the whole run of a short clip).
 from __future__ import annotations
 
 import contextlib
-import queue
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -37,6 +35,7 @@ from ..io.masks import IndexMask, ids_from_array
 from ..io.video import VideoFrame
 from ..models.base import VOSMethod
 from ..options import PRECISION_NAMES, RUNTIME_NAMES, RunOptions
+from .ahead import Ahead
 from .device import device_type, resolve_device
 from .numpy_ops import resize_rgb
 from .objects import ObjectManager
@@ -80,52 +79,15 @@ class FrameInputs:
     previous: Any = None
 
 
-class _FlowAhead:
-    """Iterates ``frames`` in a thread, ``depth`` frames ahead of the loop, yielding
-    ``(frame, Session.prepare(frame, previous flow input))``; errors are raised in the loop."""
-
-    def __init__(self, session: Session, frames: Iterable[np.ndarray | VideoFrame], depth: int = 3) -> None:
-        self._q: queue.Queue[Any] = queue.Queue(depth)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(session, iter(frames)), name="vostool-flow", daemon=True)
-        self._thread.start()
-
-    def _run(self, session: Session, frames: Iterator[np.ndarray | VideoFrame]) -> None:
-        previous = session.prev_prep if session.prev_prob is not None else None
-        index = session.index
-        try:
-            for f in frames:
-                inputs = session.prepare(f.rgb if isinstance(f, VideoFrame) else f, previous, index, image=session.arrays.kind == "numpy")
-                previous, index = inputs.prep, index + 1
-                if not self._put((f, inputs)):
-                    return
-            self._put(None)
-        except BaseException as exc:  # raised in the loop
-            self._put(exc)
-
-    def _put(self, item: Any) -> bool:
-        """Queue ``item`` unless the loop has stopped listening (then False)."""
-        while not self._stop.is_set():
-            try:
-                self._q.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                pass
-        return False
-
-    def __iter__(self) -> Iterator[tuple[Any, FrameInputs]]:
-        while True:
-            item = self._q.get()
-            if item is None:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-
-    def close(self) -> None:
-        """Stop the thread (it ends within its current frame)."""
-        self._stop.set()
-        self._thread.join(timeout=10.0)
+def _prepared(session: Session, frames: Iterable[np.ndarray | VideoFrame]) -> Iterator[tuple[Any, FrameInputs]]:
+    """``(frame, Session.prepare(frame, previous flow input))`` for each of ``frames`` from the
+    session's next frame on (run ahead of the loop in a thread by :meth:`Session.propagate`)."""
+    previous = session.prev_prep if session.prev_prob is not None else None
+    index = session.index
+    for f in frames:
+        inputs = session.prepare(f.rgb if isinstance(f, VideoFrame) else f, previous, index, image=session.arrays.kind == "numpy")
+        previous, index = inputs.prep, index + 1
+        yield f, inputs
 
 
 @dataclass
@@ -468,7 +430,8 @@ class Session:
                 continues with the masks of the frames still to come.
         """
         est = self.flow_estimator if self.method.uses_flow else None
-        ahead = _FlowAhead(self, frames) if est is not None and (self.arrays.kind == "numpy" or est.host_arrays) else None
+        use = est is not None and (self.arrays.kind == "numpy" or est.host_arrays)
+        ahead = Ahead(_prepared(self, frames), depth=3, name="vostool-flow") if use else None
         try:
             for f, inputs in ahead if ahead is not None else ((f, None) for f in frames):
                 if isinstance(f, VideoFrame):

@@ -16,7 +16,6 @@ import itertools
 import json
 import logging
 import os
-import queue
 import shutil
 import signal
 import threading
@@ -32,55 +31,24 @@ from ..io.outputs import RESUME_DIR, BackgroundWriter, FrameOutputs, OutputFolde
 from ..io.video import VideoFrame, VideoSource
 from ..options import OutputOptions
 from ..version import __version__
+from .ahead import Ahead
 from .device import device_type
 from .session import Session, StepResult, internal_size
 
 log = logging.getLogger(__name__)
 
 
-class _Prefetch:
-    """Iterate ``source`` in a thread, ``depth`` frames ahead, timing each decode."""
-
-    def __init__(self, it: Iterator[VideoFrame], timer_add: Callable[[int, str, float], None], depth: int = 4, timed_from: int = 0) -> None:
-        self._timed_from = timed_from
-        self._q: queue.Queue[Any] = queue.Queue(depth)
-        self._stop = threading.Event()
-        self._it = it
-        self._add = timer_add
-        self._t = threading.Thread(target=self._run, name="vostool-reader", daemon=True)
-        self._t.start()
-
-    def _run(self) -> None:
+def _timed_decode(frames: Iterator[VideoFrame], timer_add: Callable[[int, str, float], None], timed_from: int) -> Iterator[VideoFrame]:
+    """``frames``, each decode timed as the ``decode`` stage from frame ``timed_from`` on."""
+    while True:
+        t0 = time.perf_counter()
         try:
-            while not self._stop.is_set():
-                t0 = time.perf_counter()
-                try:
-                    f = next(self._it)
-                except StopIteration:
-                    break
-                if f.index >= self._timed_from:
-                    self._add(f.index, "decode", (time.perf_counter() - t0) * 1000.0)
-                self._q.put(f)
-            self._q.put(StopIteration)
-        except BaseException as exc:
-            self._q.put(exc)
-
-    def __iter__(self) -> Iterator[VideoFrame]:
-        while True:
-            item = self._q.get()
-            if item is StopIteration:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-
-    def close(self) -> None:
-        self._stop.set()
-        try:
-            while True:
-                self._q.get_nowait()
-        except queue.Empty:
-            pass
+            f = next(frames)
+        except StopIteration:
+            return
+        if f.index >= timed_from:
+            timer_add(f.index, "decode", (time.perf_counter() - t0) * 1000.0)
+        yield f
 
 
 def _digest(obj: Any) -> str:
@@ -344,7 +312,7 @@ def _run(
     want_soft = options.soft
     # Frames before `start` are only re-read to rebuild the overlay video.
     first = 0 if (start and options.overlay) else start
-    frames = _Prefetch(iter(source.frames(first)), timer.add, timed_from=start)
+    frames = Ahead(_timed_decode(iter(source.frames(first)), timer.add, start), depth=4, name="vostool-reader")
     progress = _Progress(progress_bar, source.num_frames, start)
     last_ck_frame, last_ck_time = start - 1, time.perf_counter()
     done = start
