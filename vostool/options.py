@@ -47,6 +47,8 @@ class RunOptions:
         resize_mask: scale masks of another size to the video instead of failing.
         channels_last: channels-last network weights on CUDA (ignored elsewhere).
         compile: ``torch.compile`` the network.
+        scales: test scales whose foreground probabilities are averaged (SAVOS's multi-scale
+            testing, e.g. ``(0.5, 0.75, 1.0)``); None: the method's single scale.
         method_kwargs: builder keyword arguments (e.g. ``{"variant": "tiny"}``).
     """
 
@@ -61,6 +63,7 @@ class RunOptions:
     resize_mask: bool = False
     channels_last: bool = True
     compile: bool = False
+    scales: tuple[float, ...] | None = None
     method_kwargs: Mapping[str, Any] = field(default_factory=dict)
 
 

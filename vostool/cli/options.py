@@ -53,6 +53,19 @@ def _check_size(ctx: click.Context, param: click.Parameter, value: int | None) -
     return value
 
 
+def _scales(ctx: click.Context, param: click.Parameter, text: str | None) -> tuple[float, ...] | None:
+    """``--scales 0.5,0.75,1`` -> ``(0.5, 0.75, 1.0)``; none -> None."""
+    if not text:
+        return None
+    try:
+        scales = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise InputError(f"--scales must be numbers separated by commas (e.g. 0.5,0.75,1), got {text!r}") from None
+    if not all(0.1 <= s <= 4 for s in scales):
+        raise InputError(f"--scales {text}: every scale must be between 0.1 and 4")
+    return scales
+
+
 def run_options(
     *,
     method: bool = True,
@@ -78,8 +91,26 @@ def run_options(
             "--resize-mask", is_flag=True, default=d.resize_mask, help="Scale masks whose size differs from the video (nearest neighbour)."
         ),
         click.option("--compile", is_flag=True, default=d.compile, help="torch.compile the network (CUDA)."),
+        click.option(
+            "--scales",
+            default=None,
+            callback=_scales,
+            metavar="S1,S2,...",
+            help="savos: average the foreground over these test scales (the paper's 0.5,0.75,1; default: 1 only).",
+        ),
     ]
-    fields = ("method",) * method + ("flow", "weights", "flow_weights", "offline", "device", "precision", "size", "resize_mask", "compile")
+    fields = ("method",) * method + (
+        "flow",
+        "weights",
+        "flow_weights",
+        "offline",
+        "device",
+        "precision",
+        "size",
+        "resize_mask",
+        "compile",
+        "scales",
+    )
     return _grouped(RunOptions, "run", options, fields)
 
 

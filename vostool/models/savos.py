@@ -282,14 +282,19 @@ class SAVOS(VOSMethod[SAVOSState]):
         state.prev = prob[1:].float()
 
 
+COMPACT: dict[str, Any] = dict(backbone="mobilenet-v2", mdim=64, freeze_bn=True)
+"""The compact variant (``variant="compact"``, the shipped weights); see the module docstring."""
+
+
 @register_method(
     "savos",
     SAVOS,
     paper="SAVOS: Symmetry Encoder-Decoder Network with Attention Mechanism for Fast Video Object Segmentation, Symmetry 11(8) 1006, 2019",
     tiny=dict(backbone="resnet18", base_width=8, mdim=16, reduction=4),
+    compact=COMPACT,
 )
-def build_savos(*, scales: Sequence[float] = (1.0,), **net_kwargs: Any) -> SAVOS:
+def build_savos(*, scales: Sequence[float] = (1.0,), freeze_bn: bool = True, **net_kwargs: Any) -> SAVOS:
     """SAVOS with a random-init :class:`SAVOSNet` (``net_kwargs``; paper size by default: ResNet-50,
     width 64, decoder 256). SAVOS uses no optical flow (``uses_flow = False``);
     ``method_info("savos").tiny`` is the test variant."""
-    return SAVOS(SAVOSNet(**net_kwargs), scales=scales)
+    return SAVOS(SAVOSNet(freeze_bn=freeze_bn, **net_kwargs), scales=scales)

@@ -356,7 +356,7 @@ class Trainer:
         if self.log["validation"]:
             v = self.log["validation"][-1]
             info["validation"] = {k: v[k] for k in ("J-Mean", "F-Mean", "J&F", "sequences") if k in v}
-        inference = {"flow": self.config.flow} if getattr(self.recipe, "flow", None) else {}  # recipes that warp
+        inference = {"flow": self.config.flow} if self.method.uses_flow else {}  # the flow validation warped with
         if self.config.data.get("size"):
             inference["inference_size"] = str(self.config.data["size"])
         export_weights(
