@@ -126,6 +126,11 @@ class TrainConfig:
         mask_lr: learning rate of the encoders' mask convolutions (None: ``lr``). They start at
             zero next to a pretrained stem whose weights are two orders of magnitude larger, and
             Adam moves a weight by about the learning rate per step.
+        mask_init: the mask convolutions of pretrained encoders start at ``zero`` (the encoder
+            computes its ImageNet features whatever the mask) or ``random`` (PyTorch's default
+            initialisation, as new input filters are in RGMP and SAVOS). A method whose only
+            object cue is that mask (SAVOS, the embedding's support encoder) can otherwise learn
+            to ignore it and memorise the training objects instead.
         frame_steps: one optimiser step per predicted frame of a clip instead of one per clip
             (recipes with a recurrent clip loss: AGSS-VOS, as its authors train).
         augment: ``paper`` (the paper's augmentations) or ``strong`` (recipes that have it:
@@ -156,6 +161,7 @@ class TrainConfig:
     pretrained: str | None = "auto"
     encoder_lr: float | None = None
     mask_lr: float | None = None
+    mask_init: str = "zero"
     frame_steps: bool = False
     augment: str = "paper"
     data: dict[str, Any] = field(default_factory=dict)

@@ -221,6 +221,14 @@ def train_config_options() -> Callable[[F], F]:
         ),
         click.option("--mask-lr", type=float, default=d.mask_lr, help="Learning rate of the encoder's mask convolution (default: --lr)."),
         click.option(
+            "--mask-init",
+            type=click.Choice(["zero", "random"]),
+            default=d.mask_init,
+            show_default=True,
+            help="Mask convolution next to a pretrained stem: zero (ImageNet features at step 0) or random "
+            "(new filters as RGMP / SAVOS; methods whose only object cue is that mask need it).",
+        ),
+        click.option(
             "--augment",
             type=click.Choice(["paper", "strong"]),
             default=d.augment,
@@ -257,6 +265,7 @@ def train_config_options() -> Callable[[F], F]:
         "pretrained",
         "encoder_lr",
         "mask_lr",
+        "mask_init",
         "augment",
         "frame_steps",
         "bn_recalibrate",

@@ -173,7 +173,7 @@ class Trainer:
 
         cfg = self.config
         out: dict[str, Any] = {}
-        if (pre := load_pretrained_encoders(self.net, cfg.pretrained)) is not None:
+        if (pre := load_pretrained_encoders(self.net, cfg.pretrained, mask_init=cfg.mask_init)) is not None:
             out["pretrained"] = pre
         if cfg.init:
             out["init"] = load_init(self.net, cfg.method, cfg.init)
