@@ -52,7 +52,7 @@ from ..errors import InputError
 from ..flow import OPENCV_FLOWS, backward_warp, create_flow
 from ..io.masks import VOID_ID
 from ..models.blocks import soft_aggregate
-from .augment import hflip, lucid_dream_clip, random_affine, random_crop, random_illumination, reverse
+from .augment import hflip, lucid_dream_clip, paste_object, random_affine, random_crop, random_illumination, reverse
 from .losses import aggregated_cross_entropy, apply_tolerance, instance_iou_loss
 from .sampling import Clip, ClipSampler
 
@@ -289,6 +289,20 @@ def _crop_and_relabel(clip: Clip, crop: tuple[int, int] | None, rng: np.random.G
     return clip
 
 
+def _maybe_paste(clip: Clip, sampler: ClipSampler, step: int, index: int, p: float) -> Clip:
+    """With probability ``p``, :func:`~vostool.train.augment.paste_object` a clip of another
+    sequence over ``clip`` (its own random stream, so ``p = 0`` leaves every other draw as it was)."""
+    if p <= 0:
+        return clip
+    rng = sampler.rng(step, 4000 + index)
+    if rng.random() >= p:
+        return clip
+    donor = sampler.sample(step, 5000 + index)
+    if donor.name == clip.name:
+        return clip
+    return _crop_and_relabel(paste_object(clip, donor, rng), None, rng)
+
+
 def _stack(clips: list[Clip]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Clips of one size -> ``images (B, L, 3, H, W)``, ``labels (B, L, H, W)`` long, ``objects (B, K)``."""
     shapes = {c.labels.shape for c in clips}
@@ -308,6 +322,11 @@ def _flowless_batch(clips: list[Clip]) -> Batch:
     return Batch(images, labels, flows, objects, [c.name for c in clips])
 
 
+PASTE_P = 0.5
+"""``augment="strong"`` for SAVOS and the embedding method: the share of clips that get a second
+object pasted from another training video (:func:`~vostool.train.augment.paste_object`)."""
+
+
 @dataclasses.dataclass
 class SAVOSRecipe:
     """SAVOS training (paper Sec. 6.1.2-6.1.3): clips synthesised from one annotated frame by
@@ -323,7 +342,13 @@ class SAVOSRecipe:
     max_objects: int = 4
     lucid_p: float = 0.5
     flip_p: float = 0.5
+    augment: str = "paper"
     name: str = "savos"
+
+    @property
+    def paste_p(self) -> float:
+        """Share of clips that get a pasted second object (``augment="strong"``: 0.5)."""
+        return PASTE_P if self.augment == "strong" else 0.0
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -332,8 +357,9 @@ class SAVOSRecipe:
             "max_objects": self.max_objects,
             "lucid_p": self.lucid_p,
             "flip_p": self.flip_p,
+            "paste_p": self.paste_p,
             "loss": "CE on softmax_aggregate (eq. 5)",
-            "data": "lucid-dream clips from single frames + real clips",
+            "data": "lucid-dream clips from single frames + real clips" + (" + a pasted second object" if self.paste_p else ""),
         }
 
     def sampler(self, sequences: list[VideoSequence], seed: int) -> ClipSampler:
@@ -346,6 +372,7 @@ class SAVOSRecipe:
             lucid = lucid_dream_clip(clip.images[0], clip.labels[0], rng, length=self.clip_length, name=clip.name)
             if lucid.num_objects > 0:
                 clip = lucid
+        clip = _maybe_paste(clip, sampler, step, index, self.paste_p)
         if rng.random() < self.flip_p:
             clip = hflip(clip)
         return _crop_and_relabel(clip, self.crop, rng)
@@ -391,6 +418,10 @@ class EmbeddingRecipe:
     (detached) soft prediction becomes its support mask; eq. 13 is averaged over the ``T``
     predicted frames. ``recurrent=False`` gives every support frame its ground truth and
     predicts the query only.
+
+    ``augment="strong"`` (ours): half the clips also get a second object pasted from another
+    training video (as :class:`SAVOSRecipe`), so the instance branch learns to separate objects
+    even on a one-object dataset.
     """
 
     clip_length: int = 4
@@ -402,7 +433,13 @@ class EmbeddingRecipe:
     scale: tuple[float, float] = (0.9, 1.1)
     max_span: int = 48
     recurrent: bool = True
+    augment: str = "paper"
     name: str = "embedding"
+
+    @property
+    def paste_p(self) -> float:
+        """Share of clips that get a pasted second object (``augment="strong"``: 0.5)."""
+        return PASTE_P if self.augment == "strong" else 0.0
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -415,6 +452,7 @@ class EmbeddingRecipe:
             "scale": list(self.scale),
             "max_span": self.max_span,
             "recurrent": self.recurrent,
+            "paste_p": self.paste_p,
             "loss": "BCE(global) + lambda * CE(instances) (eq. 13)"
             + (", mean over the predicted support frames and the query" if self.recurrent else ""),
             "support": "first frame + one frame per segment (TSN) before the query",
@@ -424,7 +462,7 @@ class EmbeddingRecipe:
         return ClipSampler(sequences, self.clip_length, seed=seed, max_objects=self.max_objects, max_span=self.max_span)
 
     def make_clip(self, sampler: ClipSampler, step: int, index: int) -> Clip:
-        clip = sampler.sample(step, index)
+        clip = _maybe_paste(sampler.sample(step, index), sampler, step, index, self.paste_p)
         rng = sampler.rng(step, 2000 + index)
         if rng.random() < self.flip_p:
             clip = hflip(clip)
