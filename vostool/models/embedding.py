@@ -50,6 +50,21 @@ Choices where the paper is vague (kept):
   ``support-encoder`` stage); a frame that never enters the pool is never encoded.
 * No optical flow: the method is memory-based (``uses_flow = False``).
 
+**Compact variant** (:data:`COMPACT`, ``variant="compact"``: the weights vostool trains on the CPU
+and ships). Every module above is kept; both encoders are MobileNetV2 up to its stride-16 stage
+(ImageNet weights, torchvision's architecture, so no optional package is needed at inference;
+BatchNorm frozen) instead of ResNet-50 up to res4, so ``C = 96`` instead of 1024: keys of 12
+channels and values of 48 (``C/8``, ``C/2`` as eq. 3), skips of 24 (1/4) and 32 (1/8) channels;
+decoders and ``f_coarse`` 64 wide instead of 256. The paper starts its encoders from Mask R-CNN
+COCO weights; these start from ImageNet.
+
+Training (:class:`~vostool.train.recipes.EmbeddingRecipe`): clips of T + 1 = 4 frames drawn as
+the support set is at inference (first frame, then one frame per segment), recurrent over the
+support frames, eq. 13. Differs from the paper: 240p DAVIS 2016 instead of YouTube-VOS + DAVIS
+2017, batch 1 instead of 16, no 740 x 384 crop (whole 427 x 240 frames), Adam's learning rate
+and its poly power 0.9 (the paper: 1e-5, power 1.0), a new randomly initialised mask convolution
+in the support encoder, and half the clips with a second object pasted from another video.
+
 Training entry point (``GlobalInstanceEmbeddingNet.forward``)::
 
     out = net(query, support_images, support_probs)
