@@ -49,6 +49,8 @@ class RunOptions:
         resize_mask: scale masks of another size to the video instead of failing.
         channels_last: channels-last network weights on CUDA (ignored elsewhere).
         compile: ``torch.compile`` the network.
+        scales: test scales whose foreground probabilities are averaged (SAVOS's multi-scale
+            testing, e.g. ``(0.5, 0.75, 1.0)``); None: the method's single scale.
         method_kwargs: builder keyword arguments (e.g. ``{"variant": "tiny"}``).
     """
 
@@ -63,6 +65,7 @@ class RunOptions:
     resize_mask: bool = False
     channels_last: bool = True
     compile: bool = False
+    scales: tuple[float, ...] | None = None
     method_kwargs: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -145,6 +148,11 @@ class TrainConfig:
         mask_lr: learning rate of the encoders' mask convolutions (None: ``lr``). They start at
             zero next to a pretrained stem whose weights are two orders of magnitude larger, and
             Adam moves a weight by about the learning rate per step.
+        mask_init: the mask convolutions of pretrained encoders start at ``zero`` (the encoder
+            computes its ImageNet features whatever the mask) or ``random`` (PyTorch's default
+            initialisation, as new input filters are in RGMP and SAVOS). A method whose only
+            object cue is that mask (SAVOS, the embedding's support encoder) can otherwise learn
+            to ignore it and memorise the training objects instead.
         frame_steps: one optimiser step per predicted frame of a clip instead of one per clip
             (recipes with a recurrent clip loss: AGSS-VOS, as its authors train).
         augment: ``paper`` (the paper's augmentations) or ``strong`` (recipes that have it:
@@ -175,6 +183,7 @@ class TrainConfig:
     pretrained: str | None = "auto"
     encoder_lr: float | None = None
     mask_lr: float | None = None
+    mask_init: str = "zero"
     frame_steps: bool = False
     augment: str = "paper"
     data: dict[str, Any] = field(default_factory=dict)
