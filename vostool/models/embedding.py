@@ -76,8 +76,9 @@ Training entry point (``GlobalInstanceEmbeddingNet.forward``)::
 ``out["fg"] (B, D, H, W)`` and ``out["logits"] (B, D + 1, H, W)`` whose softmax is the
 soft-aggregated distribution. ``forward`` is :meth:`~GlobalInstanceEmbeddingNet.encode_supports`
 then :meth:`~GlobalInstanceEmbeddingNet.read`; recurrent training (the support frames' masks
-predicted one after the other, :class:`~vostool.train.recipes.EmbeddingRecipe`) calls them apart
-and grows the :class:`SupportFeatures` frame by frame. Inference uses the same pieces (:meth:`encode_query`,
+predicted one after the other, :class:`~vostool.train.recipes.EmbeddingRecipe`) encodes the
+support frames one by one, grows the :class:`SupportFeatures` and reads each frame with
+``net(frame, support=features)``. Inference uses the same pieces (:meth:`encode_query`,
 :meth:`encode_support`, :meth:`affinity`, :meth:`global_logits`, :meth:`instance_logits`).
 """
 
@@ -319,19 +320,33 @@ class GlobalInstanceEmbeddingNet(nn.Module):
         logits = aggregate_logits(fg, background="prod")
         return {"global_logit": up[:, :1], "instance_logit": up[:, 1:], "fg": fg, "logits": logits}
 
-    def forward(self, query: torch.Tensor, support_images: torch.Tensor, support_probs: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(
+        self,
+        query: torch.Tensor,
+        support_images: torch.Tensor | None = None,
+        support_probs: torch.Tensor | None = None,
+        *,
+        support: SupportFeatures | None = None,
+    ) -> dict[str, torch.Tensor]:
         """One query frame against its support set (see the module docstring).
 
         Args:
             query: ``(B, 3, H, W)`` RGB in [0, 1].
             support_images: ``(B, T, 3, H, W)`` RGB in [0, 1], the first annotated frame first.
             support_probs: ``(B, T, D + 1, H, W)`` probabilities over [background, instances].
+            support: the support set already encoded (:meth:`encode_supports`) instead of
+                ``support_images`` and ``support_probs``: recurrent training reads through
+                ``forward`` so that DistributedDataParallel averages the gradients.
 
         Returns:
             ``global_logit (B, 1, H, W)``, ``instance_logit (B, D, H, W)``, ``fg (B, D, H, W)``,
             ``logits (B, D + 1, H, W)`` (log-odds whose softmax is the soft aggregation).
         """
-        return self.read(query, self.encode_supports(support_images, support_probs))
+        if support is None:
+            if support_images is None or support_probs is None:
+                raise TypeError("forward() needs support_images and support_probs, or support")
+            support = self.encode_supports(support_images, support_probs)
+        return self.read(query, support)
 
 
 def _pad_probs(prob: torch.Tensor, multiple: int) -> torch.Tensor:

@@ -516,7 +516,7 @@ class EmbeddingRecipe:
             bce = ce = torch.zeros((), device=batch.images.device)
             for i in range(1, t + 1):
                 with ctx():
-                    out = net.read(batch.images[:, i], feats)
+                    out = net(batch.images[:, i], support=feats)  # through forward: DDP syncs the gradients
                 b_i, c_i = self.frame_loss(out, batch.labels[:, i])
                 bce, ce = bce + b_i / t, ce + c_i / t
                 if i < t:
