@@ -289,6 +289,13 @@ CASES = [
     ),
     Case("option: --size 8", _seg("{v}", "--mask", "{m}", "--size", "8"), 2, r"Invalid value for '--size'"),
     Case("option: --precision fp8", _seg("{v}", "--mask", "{m}", "--precision", "fp8"), 2, r"Invalid value for '--precision'"),
+    Case("option: --scales for a method without them", _seg("{v}", "--mask", "{m}", "--scales", "0.5,1"), 2, r"--scales applies to savos"),
+    Case(
+        "option: --scales not numbers",
+        _seg("{v}", "--mask", "{m}", "--method", "savos", "--scales", "half"),
+        2,
+        r"--scales must be numbers",
+    ),
     Case(
         "option: --weights with --method flow",
         _seg("{v}", "--mask", "{m}", "--weights", "{d}/w.safetensors"),

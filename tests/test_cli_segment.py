@@ -205,6 +205,29 @@ def test_agss_works_offline_out_of_the_box_with_shipped_weights(clip, capsys, mo
     assert len(list((out / "masks").glob("*.png"))) == 14
 
 
+def test_ovsnet_runs_offline_with_its_default_flow_shipped_in_the_package(clip, monkeypatch, tmp_path) -> None:
+    """OVSNet's registry default flow is RAFT-small; its fp16 weights come inside the package, so
+    even random weights (no trained default flow) run offline with an empty cache."""
+    import vostool
+
+    monkeypatch.setenv("VOSTOOL_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    summary = vostool.segment(
+        clip["video"],
+        clip["mask"],
+        tmp_path / "o",
+        method="ovsnet",
+        weights="random",
+        device="cpu",
+        size=128,  # RAFT's correlation pyramid needs at least 128 pixels
+        overlay=False,
+        method_kwargs={"variant": "tiny"},
+    )
+    assert summary["flow"] == "raft-small" and summary["frames"] == 14
+    flow_weights = summary["flow_weights"]
+    assert flow_weights["name"] == "raft-small.things-fp16" and flow_weights["resolved_by"] == "package" and flow_weights["pinned"]
+
+
 def test_inference_defaults_travel_with_the_weights(clip, capsys, tmp_path) -> None:
     """Without --size / --flow, agss runs at the size and with the flow its weights were trained
     with (weights.toml / the file's metadata); explicit options win; timing.json says which."""

@@ -19,9 +19,11 @@ from method_contracts import (
 from synthetic_videos import moving_discs, without
 from vostool.models import available_methods, method_info
 from vostool.models.ovsnet import (
+    COMPACT,
     Detections,
     OVSNetMethod,
     OVSNetState,
+    anchor_sizes,
     batch_hard_triplet_loss,
     mask_boxes,
     mask_iou,
@@ -65,21 +67,74 @@ def test_predict_shapes_and_probabilities_at_odd_sizes(hw: tuple[int, int]) -> N
 
 
 def test_detector_is_torchvisions_mask_rcnn_resnet50_fpn() -> None:
-    """Paper size: the detector's state dict is maskrcnn_resnet50_fpn's, key for key and shape for shape."""
+    """Paper size: the detector's state dict is maskrcnn_resnet50_fpn's, key for key and shape for
+    shape, but for the RPN head's outputs: 9 anchors per position (scales 3, 5, 8) instead of 3."""
     from torchvision.models.detection import maskrcnn_resnet50_fpn
 
     net = ovsnet_net()
     ref = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=2)
+    ref_shapes = {k: tuple(v.shape) for k, v in ref.state_dict().items()}
     ours = {k: tuple(v.shape) for k, v in net.detector.state_dict().items()}
-    assert ours == {k: tuple(v.shape) for k, v in ref.state_dict().items()}
+    differ = {k for k in ours if ours[k] != ref_shapes.get(k)}
+    assert ours.keys() == ref_shapes.keys() and differ == {
+        f"rpn.head.{n}.{p}" for n in ("cls_logits", "bbox_pred") for p in ("weight", "bias")
+    }
+    assert ours["rpn.head.cls_logits.weight"][0] == 9 and ours["rpn.head.bbox_pred.weight"][0] == 36
+    torchvision_anchors = {k: tuple(v.shape) for k, v in ovsnet_net(anchor_scales=(8,)).detector.state_dict().items()}
+    assert torchvision_anchors == ref_shapes
     count = lambda mod: sum(p.numel() for p in mod.parameters())  # noqa: E731
     assert count(net.detector.backbone.body) == 23_508_032  # ResNet-50 without fc
     assert count(net.reid) == 256 * 49 * 1024 + 1024 + 1024 * 128 + 128
     assert tuple(net.mga.block[0].conv1.weight.shape) == (512, 1024, 1, 1)  # 4 FPN levels x 256 in
     assert tuple(net.mga.block[2].conv2.weight.shape) == (512, 512, 3, 3) and net.mga.block[2].conv2.dilation == (2, 2)
     assert net.mga.size == 100 and net.mga.classifier.out_channels == 2
-    assert count(net) == 89_224_157
+    assert count(net) == 89_224_157 + 6 * 257 + 24 * 257  # the RPN head's 6 more objectness and 24 more box outputs
     assert net.detector.roi_heads.nms_thresh == 0.6 and net.detector.roi_heads.score_thresh == 0.05
+
+
+def test_anchors_are_scales_3_5_8_times_each_levels_stride() -> None:
+    """Section 4.1's anchor scales, in strides of each FPN level: 9 anchors per position."""
+    assert anchor_sizes() == ((12, 20, 32), (24, 40, 64), (48, 80, 128), (96, 160, 256), (192, 320, 512))
+    gen = ovsnet_net(**TINY).detector.rpn.anchor_generator
+    assert gen.sizes == anchor_sizes() and gen.num_anchors_per_location() == [9] * 5
+
+
+def test_training_draws_the_papers_scales_and_inference_uses_the_test_size() -> None:
+    net = ovsnet_net(**TINY)  # min_size 96
+    assert net.eval().detector.transform.min_size == (96,)
+    assert net.train().detector.transform.min_size == (77, 86, 96, 110, 130)  # 96 x (640, 720, 800, 920, 1080) / 800
+    assert ovsnet_net(**{**TINY, "train_scales": (1.0,)}).train().detector.transform.min_size == (96,)
+
+
+def test_compact_mga_costs_at_most_half_the_detector_per_object() -> None:
+    """The paper-size MGA costs ~300 GMAC per object; the compact one is bounded (multiply-adds
+    counted by torch's FLOP counter on a 240 x 427 frame)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    pytest.importorskip("torchvision")
+    net = ovsnet_net(**COMPACT).eval()
+    image = torch.rand(1, 3, 240, 427)
+    with torch.no_grad(), FlopCounterMode(display=False) as detector:
+        dets = net.detect(image)
+    s = net.mga.size
+    rois = torch.tensor([[0.0, 20.0, 20.0, 200.0, 180.0]])
+    with torch.no_grad(), FlopCounterMode(display=False) as mga:
+        net.refine(dets.features, rois, torch.rand(1, 1, s, s))
+    assert mga.get_total_flops() <= 0.5 * detector.get_total_flops()
+    assert mga.get_total_flops() / 2 < 1.1e9  # about 1 GMAC per object
+
+
+def test_timing_reports_the_mga_cost_per_object() -> None:
+    from vostool.flow import create_flow
+    from vostool.inference.session import Session
+
+    frames, ids = moving_discs(4, 48, 64, k=3)
+    session = Session(tiny(), create_flow("dis"))
+    for t, (f, lab) in enumerate(zip(frames, ids)):
+        session.step(f, lab if t == 0 else None)
+    mga = session.timer.summary()["stages"]["mga"]
+    assert 0 < mga["per_object_ms"] < mga["median_ms"]  # three objects per frame
+    assert "per_object_ms" not in session.timer.summary()["stages"]["detector"]
 
 
 def test_mask_iou_is_exact_for_box_aligned_masks() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from vostool.errors import InputError
 from vostool.models import available_methods, create_method, method_info
@@ -29,10 +30,26 @@ def test_variant_merges_the_tiny_kwargs_and_explicit_kwargs_win() -> None:
 
 
 def test_unknown_names_are_one_line_input_errors() -> None:
-    with pytest.raises(InputError, match="unknown variant 'small'.*paper, tiny"):
+    with pytest.raises(InputError, match="unknown variant 'small'.*paper, compact, tiny"):
         create_method("agss", variant="small")
     with pytest.raises(InputError, match="unknown method 'nope'; choose one of: .*agss"):
         create_method("nope", variant="tiny")
+
+
+def test_compact_variants_build_on_a_pretrainable_torchvision_backbone() -> None:
+    """The shipped sizes: MobileNetV2 encoders (no optional package needed), BatchNorm frozen;
+    explicit kwargs win over the variant's, as for tiny."""
+    from vostool.models.backbones import MobileNetV2Encoder
+    from vostool.train.init import encoders_of
+
+    for name in ("savos", "embedding", "ovsnet"):
+        assert method_info(name).compact["backbone"] == "mobilenet-v2"
+        net = create_method(name, variant="compact").net
+        encoders = encoders_of(net)
+        assert encoders and all(isinstance(e, MobileNetV2Encoder) for e in encoders)
+        net.train()
+        assert not any(m.training for e in encoders for m in e.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert create_method("savos", variant="compact", mdim=32).net.pred.in_channels == 32
 
 
 def test_each_method_fact_has_one_typed_place() -> None:

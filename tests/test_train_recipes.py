@@ -60,6 +60,29 @@ def test_batch_images_are_nchw_copies_of_the_clip_frames(name: str, videos: list
         assert torch.equal(images[1], expected)
 
 
+def test_embedding_recurrence_feeds_its_own_predictions_to_the_support_set(videos: list) -> None:
+    """Recurrent training: frame 1 is predicted from frame 0 alone, its detached soft prediction
+    becomes its support mask, and so on; without recurrence every support mask is the truth.
+    The loss differs between the two, and equals a hand-made unrolled loop."""
+    net, recipe = _net("embedding"), get_recipe("embedding")
+    batch = recipe.make_batch(recipe.sampler(videos, 0), 1, 1)
+    with torch.no_grad():
+        loss, _ = recipe.loss(net, batch)
+        plain, _ = get_recipe("embedding", recurrent=False).loss(net, batch)
+        k = batch.objects.shape[1]
+        onehot = lambda t: (batch.labels[:, t, None] == torch.arange(1, k + 1).view(1, k, 1, 1)).float() * batch.objects[..., None, None]  # noqa: E731
+        probs = [torch.cat([(1 - onehot(0).sum(1, keepdim=True)).clamp(min=0), onehot(0)], 1)]
+        total = 0.0
+        for i in range(1, 4):
+            out = net(batch.images[:, i], batch.images[:, :i], torch.stack(probs, 1))
+            bce, ce = recipe.frame_loss(out, batch.labels[:, i])
+            total += float(bce + ce) / 3
+            own = torch.softmax(out["logits"], 1)[:, 1:] * batch.objects[..., None, None]
+            probs.append(torch.cat([(1 - own.sum(1, keepdim=True)).clamp(min=0), own], 1))
+    assert float(loss) == pytest.approx(total, rel=1e-4)
+    assert abs(float(loss) - float(plain)) > 1e-4
+
+
 def test_ovsnet_recipe_targets_and_losses(videos: list) -> None:
     net, recipe = _net("ovsnet"), get_recipe("ovsnet")
     batch = recipe.make_batch(recipe.sampler(videos, 0), 0, 2)

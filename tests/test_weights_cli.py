@@ -129,7 +129,7 @@ def test_import_real_raft_small_makes_flow_weights_resolve_offline(shared_dir, t
     assert "converted from raft-original" in err
     from vostool.weights import resolve_weights
 
-    r = resolve_weights("raft-small", offline=True)
+    r = resolve_weights("raft-small.things", offline=True)  # the target's default is the fp16 copy shipped in the package
     assert r.name == "raft-small.things" and r.resolved_by == "cache" and r.pinned
     assert r.describe()["sha256"] == out.split("\t")[2]
     code, out, _ = run(capsys, "weights", "verify", "raft-small.things")

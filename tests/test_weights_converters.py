@@ -197,7 +197,7 @@ def test_converted_raft_small_recovers_a_known_translation(shared_dir, repo_dir,
     bench = _load_benchmark(repo_dir)
     monkeypatch.setenv("VOSTOOL_CACHE", str(tmp_path / "cache"))
     import_weights("raft-small.things", shared_dir / "weights" / "raft-small.pth")
-    resolved = resolve_weights("raft-small", offline=True)
+    resolved = resolve_weights("raft-small.things", offline=True)
     assert resolved.resolved_by == "cache" and resolved.pinned
     net = raft_small()
     load_into(net, resolved.state_dict())

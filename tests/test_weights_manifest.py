@@ -41,7 +41,7 @@ def test_manifest_is_valid_and_parses(raw):
     assert validate(raw) == []
     m = load_manifest()
     assert "raft-small.things" in m.entries
-    assert m.targets["raft-small"].default == "raft-small.things"
+    assert m.targets["raft-small"].default == "raft-small.things-fp16"
 
 
 def test_every_entry_has_full_schema(raw):

@@ -55,6 +55,8 @@ class RunOptions:
         runtime: what runs a network on the CPU: ``auto`` (ONNX Runtime for its heavy blocks when
             the ``ort`` extra is installed, else torch), ``torch`` or ``onnxruntime``
             (:mod:`vostool.inference.blocks`).
+        scales: test scales whose foreground probabilities are averaged (SAVOS's multi-scale
+            testing, e.g. ``(0.5, 0.75, 1.0)``); None: the method's single scale.
         method_kwargs: builder keyword arguments (e.g. ``{"variant": "tiny"}``).
     """
 
@@ -70,6 +72,7 @@ class RunOptions:
     channels_last: bool = True
     compile: bool = False
     runtime: str = "auto"
+    scales: tuple[float, ...] | None = None
     method_kwargs: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -152,6 +155,11 @@ class TrainConfig:
         mask_lr: learning rate of the encoders' mask convolutions (None: ``lr``). They start at
             zero next to a pretrained stem whose weights are two orders of magnitude larger, and
             Adam moves a weight by about the learning rate per step.
+        mask_init: the mask convolutions of pretrained encoders start at ``zero`` (the encoder
+            computes its ImageNet features whatever the mask) or ``random`` (PyTorch's default
+            initialisation, as new input filters are in RGMP and SAVOS). A method whose only
+            object cue is that mask (SAVOS, the embedding's support encoder) can otherwise learn
+            to ignore it and memorise the training objects instead.
         frame_steps: one optimiser step per predicted frame of a clip instead of one per clip
             (recipes with a recurrent clip loss: AGSS-VOS, as its authors train).
         augment: ``paper`` (the paper's augmentations) or ``strong`` (recipes that have it:
@@ -182,6 +190,7 @@ class TrainConfig:
     pretrained: str | None = "auto"
     encoder_lr: float | None = None
     mask_lr: float | None = None
+    mask_init: str = "zero"
     frame_steps: bool = False
     augment: str = "paper"
     data: dict[str, Any] = field(default_factory=dict)

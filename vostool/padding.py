@@ -7,15 +7,16 @@ import torch
 import torch.nn.functional as F
 
 
-def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
-    """Zero-pad the last two dims of ``x`` up to a multiple of ``multiple`` (split evenly).
+def pad_to_multiple(x: torch.Tensor, multiple: int, minimum: int = 0) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
+    """Zero-pad the last two dims of ``x`` up to a multiple of ``multiple`` (split evenly), and
+    to at least ``minimum`` pixels.
 
     Returns:
         ``(padded, pads)`` where ``pads = (left, right, top, bottom)`` for :func:`unpad`.
     """
     h, w = x.shape[-2:]
-    ph = (multiple - h % multiple) % multiple
-    pw = (multiple - w % multiple) % multiple
+    up = lambda n: -(-max(n, minimum) // multiple) * multiple  # noqa: E731
+    ph, pw = up(h) - h, up(w) - w
     pads = (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
     if ph or pw:
         x = F.pad(x, pads)

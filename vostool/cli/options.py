@@ -56,6 +56,19 @@ def _check_size(ctx: click.Context, param: click.Parameter, value: int | None) -
     return value
 
 
+def _scales(ctx: click.Context, param: click.Parameter, text: str | None) -> tuple[float, ...] | None:
+    """``--scales 0.5,0.75,1`` -> ``(0.5, 0.75, 1.0)``; none -> None."""
+    if not text:
+        return None
+    try:
+        scales = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise InputError(f"--scales must be numbers separated by commas (e.g. 0.5,0.75,1), got {text!r}") from None
+    if not all(0.1 <= s <= 4 for s in scales):
+        raise InputError(f"--scales {text}: every scale must be between 0.1 and 4")
+    return scales
+
+
 def run_options(
     *,
     method: bool = True,
@@ -93,6 +106,13 @@ def run_options(
             show_default=True,
             help="What runs the network on the CPU: auto = ONNX Runtime for its heavy blocks when installed (pip install 'vostool[ort]').",
         ),
+        click.option(
+            "--scales",
+            default=None,
+            callback=_scales,
+            metavar="S1,S2,...",
+            help="savos: average the foreground over these test scales (the paper's 0.5,0.75,1; default: 1 only).",
+        ),
     ]
     fields = ("method",) * method + (
         "flow",
@@ -105,6 +125,7 @@ def run_options(
         "resize_mask",
         "compile",
         "runtime",
+        "scales",
     )
     return _grouped(RunOptions, "run", options, fields)
 
@@ -261,6 +282,14 @@ def train_config_options() -> Callable[[F], F]:
         ),
         click.option("--mask-lr", type=float, default=d.mask_lr, help="Learning rate of the encoder's mask convolution (default: --lr)."),
         click.option(
+            "--mask-init",
+            type=click.Choice(["zero", "random"]),
+            default=d.mask_init,
+            show_default=True,
+            help="Mask convolution next to a pretrained stem: zero (ImageNet features at step 0) or random "
+            "(new filters as RGMP / SAVOS; methods whose only object cue is that mask need it).",
+        ),
+        click.option(
             "--augment",
             type=click.Choice(["paper", "strong"]),
             default=d.augment,
@@ -297,6 +326,7 @@ def train_config_options() -> Callable[[F], F]:
         "pretrained",
         "encoder_lr",
         "mask_lr",
+        "mask_init",
         "augment",
         "frame_steps",
         "bn_recalibrate",

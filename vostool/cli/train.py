@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from ..models.backbones import BACKBONES
+from ..models.registry import VARIANTS
 from ..options import FLOW_NAMES, TrainConfig, TrainOptions, default
 from .options import device_option, train_config_options
 
@@ -41,7 +42,12 @@ def _d(name: str) -> Any:
 @click.option(
     "--size", type=click.IntRange(32, 4096), default=_o("size"), show_default=True, help="Frame height the videos are resized to when read."
 )
-@click.option("--variant", type=click.Choice(["paper", "tiny"]), default=None, help="Start from the method's paper or tiny size.")
+@click.option(
+    "--variant",
+    type=click.Choice(list(VARIANTS)),
+    default=None,
+    help="Start from the method's paper size, its compact size (the shipped one: savos, embedding, ovsnet) or its tiny test size.",
+)
 @click.option(
     "--backbone",
     type=click.Choice(list(BACKBONES)),

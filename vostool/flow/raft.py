@@ -11,6 +11,9 @@ import torch
 from ..padding import pad_to_multiple, unpad
 from .base import FlowEstimator
 
+MIN_SIZE = 128
+"""Frames are zero-padded to at least this many pixels a side (smaller ones make RAFT fail)."""
+
 
 class RAFTFlow(FlowEstimator):
     """RAFT-small or RAFT-large from torchvision.
@@ -45,7 +48,8 @@ class RAFTFlow(FlowEstimator):
 
     @torch.inference_mode()
     def flow(self, current: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
-        a, pads = pad_to_multiple(current, 8)
-        b, _ = pad_to_multiple(previous, 8)
+        # RAFT works at 1/8 and its 4-level correlation pyramid needs 16 positions: 128 pixels.
+        a, pads = pad_to_multiple(current, 8, MIN_SIZE)
+        b, _ = pad_to_multiple(previous, 8, MIN_SIZE)
         out = self.net(a, b, num_flow_updates=self.iters)[-1]
         return unpad(out, pads)[0].float()

@@ -8,6 +8,7 @@ the flow estimator, the device.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 from pathlib import Path
 from typing import Any
@@ -112,7 +113,12 @@ def create_session(
     if built is None:
         if arrays == "torch" or method_info(options.method).needs_weights or device_type(options.device) not in ("auto", "cpu"):
             resolve_device(options.device)  # torch's CPU set-up (denormals) before it runs anything, loading weights included
-        built, weights_info = load_method(options.method, weights=options.weights, offline=options.offline, **dict(options.method_kwargs))
+        kwargs = dict(options.method_kwargs)
+        if options.scales is not None:
+            if "scales" not in inspect.signature(method_info(options.method).builder).parameters:
+                raise InputError(f"--scales applies to savos (multi-scale testing) only, not to method {options.method!r}; drop it")
+            kwargs["scales"] = tuple(options.scales)
+        built, weights_info = load_method(options.method, weights=options.weights, offline=options.offline, **kwargs)
         # What the weights were trained for is the default; an explicit option wins.
         trained = (weights_info or {}).get("inference", {})
         taken = {k: v for k, v in trained.items() if getattr(options, k) is None and (k != "flow" or built.uses_flow)}

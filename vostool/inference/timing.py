@@ -45,6 +45,8 @@ class StageTimer:
         self.cuda = device_type(device) == "cuda"
         self.stage_names = [*CORE_STAGES, *[s for s in stages if s not in CORE_STAGES + TAIL_STAGES], *TAIL_STAGES]
         self.records: dict[int, dict[str, float]] = {}
+        self.objects: dict[int, dict[str, int]] = {}
+        """Objects handled per (frame, stage), for stages timed with ``objects=n``."""
         self.names: dict[int, str] = {}
         self.pts: dict[int, float] = {}
         self._pending: list[tuple[int, str, Any, Any]] = []
@@ -69,9 +71,14 @@ class StageTimer:
                 self.stage_names.insert(len(self.stage_names) - len(TAIL_STAGES), stage)
 
     @contextlib.contextmanager
-    def stage(self, name: str, frame: int | None = None) -> Iterator[None]:
-        """Time the enclosed block as ``name`` for ``frame`` (default: the current frame)."""
+    def stage(self, name: str, frame: int | None = None, *, objects: int | None = None) -> Iterator[None]:
+        """Time the enclosed block as ``name`` for ``frame`` (default: the current frame);
+        ``objects``: how many objects the block handled (the summary then gives a per-object cost)."""
         f = self.frame if frame is None else frame
+        if objects is not None:
+            with self._lock:
+                rec = self.objects.setdefault(f, {})
+                rec[name] = rec.get(name, 0) + int(objects)
         if self.cuda:
             import torch
 
@@ -112,7 +119,8 @@ class StageTimer:
         return rows
 
     def summary(self) -> dict[str, Any]:
-        """Frames, wall-clock FPS and median / p95 / mean ms per stage."""
+        """Frames, wall-clock FPS and median / p95 / mean ms per stage; stages timed with a number
+        of objects also get ``per_object_ms`` (median over frames of ms / objects)."""
         rows = self.table()
         n = len(rows)
         wall = (self.wall_end or time.perf_counter()) - (self.wall_start or time.perf_counter())
@@ -126,6 +134,9 @@ class StageTimer:
                     "mean_ms": round(sum(vals) / len(vals), 3),
                     "total_ms": round(sum(vals), 1),
                 }
+                per = [rec[s] / n_obj for f, rec in self.records.items() if s in rec and (n_obj := self.objects.get(f, {}).get(s))]
+                if per:
+                    stages[s]["per_object_ms"] = round(_percentile(per, 0.5), 3)
         return {"frames": n, "wall_seconds": round(wall, 3), "fps": round(n / wall, 2) if wall > 0 else None, "stages": stages}
 
     def to_csv(self) -> str:
@@ -143,6 +154,7 @@ class StageTimer:
         with self._lock:
             return {
                 "records": {str(k): dict(v) for k, v in self.records.items()},
+                "objects": {str(k): dict(v) for k, v in self.objects.items()},
                 "names": {str(k): v for k, v in self.names.items()},
                 "pts": {str(k): v for k, v in self.pts.items()},
             }
@@ -150,5 +162,6 @@ class StageTimer:
     def load_state(self, state: dict[str, Any]) -> None:
         with self._lock:
             self.records = {int(k): dict(v) for k, v in state.get("records", {}).items()}
+            self.objects = {int(k): dict(v) for k, v in state.get("objects", {}).items()}
             self.names = {int(k): v for k, v in state.get("names", {}).items()}
             self.pts = {int(k): float(v) for k, v in state.get("pts", {}).items()}

@@ -193,6 +193,7 @@ def _fingerprint(session: Session, source: VideoSource, masks: dict[int, IndexMa
         "resize_mask": opts.resize_mask,
         "device": device_type(session.device),
         "method_kwargs": dict(opts.method_kwargs),
+        **({"scales": list(opts.scales)} if opts.scales else {}),
         "outputs": [options.overlay, options.overlay_frames, options.soft, options.mattes],
     }
 

@@ -18,7 +18,9 @@ Conventions for every method (all tensors on the session's device):
 * Object slots are 1..K in the order objects were first given; an object added mid-video gets
   the next slot, and ``memorize`` tells the method which slots are new.
 * ``stage(name)`` is a context manager the method wraps around each of its stages (names from
-  :attr:`VOSMethod.stages`), so timing is reported in the paper's own terms.
+  :attr:`VOSMethod.stages`), so timing is reported in the paper's own terms. A stage whose work
+  grows with the objects it handles says how many with ``stage(name, objects=n)``; the timing
+  report then also gives its cost per object.
 """
 
 from __future__ import annotations
@@ -26,14 +28,18 @@ from __future__ import annotations
 import abc
 import contextlib
 import dataclasses
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
 if TYPE_CHECKING:  # torch loads with the first network: the weightless method runs without it
     import torch
     from torch import nn
 
-StageFn = Callable[[str], contextlib.AbstractContextManager[Any]]
+
+class StageFn(Protocol):
+    """``stage(name, objects=None)``: a context manager timing the enclosed block as stage
+    ``name`` (``objects``: how many objects the block handled, for a per-object cost)."""
+
+    def __call__(self, name: str, /, *, objects: int | None = None) -> contextlib.AbstractContextManager[Any]: ...
 
 
 @dataclasses.dataclass
@@ -61,7 +67,7 @@ class MethodState:
 S = TypeVar("S", bound=MethodState)
 
 
-def no_stage(name: str) -> contextlib.AbstractContextManager[Any]:
+def no_stage(name: str, /, *, objects: int | None = None) -> contextlib.AbstractContextManager[Any]:
     """A ``stage`` argument that times nothing."""
     return contextlib.nullcontext()
 

@@ -50,6 +50,21 @@ Choices where the paper is vague (kept):
   ``support-encoder`` stage); a frame that never enters the pool is never encoded.
 * No optical flow: the method is memory-based (``uses_flow = False``).
 
+**Compact variant** (:data:`COMPACT`, ``variant="compact"``: the weights vostool trains on the CPU
+and ships). Every module above is kept; both encoders are MobileNetV2 up to its stride-16 stage
+(ImageNet weights, torchvision's architecture, so no optional package is needed at inference;
+BatchNorm frozen) instead of ResNet-50 up to res4, so ``C = 96`` instead of 1024: keys of 12
+channels and values of 48 (``C/8``, ``C/2`` as eq. 3), skips of 24 (1/4) and 32 (1/8) channels;
+decoders and ``f_coarse`` 64 wide instead of 256. The paper starts its encoders from Mask R-CNN
+COCO weights; these start from ImageNet.
+
+Training (:class:`~vostool.train.recipes.EmbeddingRecipe`): clips of T + 1 = 4 frames drawn as
+the support set is at inference (first frame, then one frame per segment), recurrent over the
+support frames, eq. 13. Differs from the paper: 240p DAVIS 2016 instead of YouTube-VOS + DAVIS
+2017, batch 1 instead of 16, no 740 x 384 crop (whole 427 x 240 frames), Adam's learning rate
+and its poly power 0.9 (the paper: 1e-5, power 1.0), a new randomly initialised mask convolution
+in the support encoder, and half the clips with a second object pasted from another video.
+
 Training entry point (``GlobalInstanceEmbeddingNet.forward``)::
 
     out = net(query, support_images, support_probs)
@@ -59,7 +74,11 @@ Training entry point (``GlobalInstanceEmbeddingNet.forward``)::
 
 (eq. 13, lambda = 1.0) with ``out["global_logit"] (B, 1, H, W)``, ``out["instance_logit"] (B, D, H, W)``,
 ``out["fg"] (B, D, H, W)`` and ``out["logits"] (B, D + 1, H, W)`` whose softmax is the
-soft-aggregated distribution. Inference uses the same pieces (:meth:`encode_query`,
+soft-aggregated distribution. ``forward`` is :meth:`~GlobalInstanceEmbeddingNet.encode_supports`
+then :meth:`~GlobalInstanceEmbeddingNet.read`; recurrent training (the support frames' masks
+predicted one after the other, :class:`~vostool.train.recipes.EmbeddingRecipe`) encodes the
+support frames one by one, grows the :class:`SupportFeatures` and reads each frame with
+``net(frame, support=features)``. Inference uses the same pieces (:meth:`encode_query`,
 :meth:`encode_support`, :meth:`affinity`, :meth:`global_logits`, :meth:`instance_logits`).
 """
 
@@ -90,6 +109,19 @@ class QueryFeatures(NamedTuple):
     r3: torch.Tensor
     key: torch.Tensor
     value: torch.Tensor
+
+
+class SupportFeatures(NamedTuple):
+    """Encoded support frames: ``keys (B, T, C/8, h, w)``, ``values (B, T, C/2, h, w)`` and
+    ``probs (B, T, D + 1, h, w)`` (probabilities at 1/16, background first)."""
+
+    keys: torch.Tensor
+    values: torch.Tensor
+    probs: torch.Tensor
+
+    def cat(self, other: SupportFeatures) -> SupportFeatures:
+        """These frames followed by ``other``'s (along T)."""
+        return SupportFeatures(*(torch.cat([a, b.to(a.dtype)], 1) for a, b in zip(self, other)))
 
 
 class TemporalAttention(nn.Module):
@@ -259,33 +291,62 @@ class GlobalInstanceEmbeddingNet(nn.Module):
         return logit.view(b, d, *logit.shape[-2:])
 
     # ------------------------------------------------------------------ training
-    def forward(self, query: torch.Tensor, support_images: torch.Tensor, support_probs: torch.Tensor) -> dict[str, torch.Tensor]:
+    def encode_supports(self, support_images: torch.Tensor, support_probs: torch.Tensor) -> SupportFeatures:
+        """Support frames -> :class:`SupportFeatures` (the training path; inference stores frames one by one).
+
+        Args:
+            support_images: ``(B, T, 3, H, W)`` RGB in [0, 1].
+            support_probs: ``(B, T, D + 1, H, W)`` probabilities over [background, instances].
+        """
+        b, t = support_images.shape[:2]
+        s_img, _ = pad_to_multiple(self.normalize(support_images.flatten(0, 1)), STRIDE)
+        s_prob = _pad_probs(support_probs.flatten(0, 1), STRIDE)
+        keys, values = self.encode_support(s_img, 1.0 - s_prob[:, :1])
+        small = F.interpolate(s_prob, size=keys.shape[-2:], mode="area")
+        return SupportFeatures(
+            keys.view(b, t, *keys.shape[1:]), values.view(b, t, *values.shape[1:]), small.view(b, t, -1, *keys.shape[-2:])
+        )
+
+    def read(self, query: torch.Tensor, support: SupportFeatures) -> dict[str, torch.Tensor]:
+        """One query frame ``(B, 3, H, W)`` in [0, 1] against encoded support frames; returns
+        what :meth:`forward` returns."""
+        x, pads = pad_to_multiple(self.normalize(query), STRIDE)
+        q = self.encode_query(x)
+        a = self.affinity(support.keys, q.key)
+        g = self.global_logits(q, support.values, a)
+        inst = self.instance_logits(q, support.values, label_tensors(support.probs, slice(None)), a)
+        up = unpad(F.interpolate(torch.cat([g, inst], 1).float(), size=x.shape[-2:], mode="bilinear", align_corners=False), pads)
+        fg = torch.sigmoid(up[:, 1:]) * torch.sigmoid(up[:, :1])
+        logits = aggregate_logits(fg, background="prod")
+        return {"global_logit": up[:, :1], "instance_logit": up[:, 1:], "fg": fg, "logits": logits}
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        support_images: torch.Tensor | None = None,
+        support_probs: torch.Tensor | None = None,
+        *,
+        support: SupportFeatures | None = None,
+    ) -> dict[str, torch.Tensor]:
         """One query frame against its support set (see the module docstring).
 
         Args:
             query: ``(B, 3, H, W)`` RGB in [0, 1].
             support_images: ``(B, T, 3, H, W)`` RGB in [0, 1], the first annotated frame first.
             support_probs: ``(B, T, D + 1, H, W)`` probabilities over [background, instances].
+            support: the support set already encoded (:meth:`encode_supports`) instead of
+                ``support_images`` and ``support_probs``: recurrent training reads through
+                ``forward`` so that DistributedDataParallel averages the gradients.
 
         Returns:
             ``global_logit (B, 1, H, W)``, ``instance_logit (B, D, H, W)``, ``fg (B, D, H, W)``,
             ``logits (B, D + 1, H, W)`` (log-odds whose softmax is the soft aggregation).
         """
-        b, t = support_images.shape[:2]
-        x, pads = pad_to_multiple(self.normalize(query), STRIDE)
-        s_img, _ = pad_to_multiple(self.normalize(support_images.flatten(0, 1)), STRIDE)
-        s_prob = _pad_probs(support_probs.flatten(0, 1), STRIDE)
-        q = self.encode_query(x)
-        keys, values = self.encode_support(s_img, 1.0 - s_prob[:, :1])
-        keys, values = keys.view(b, t, *keys.shape[1:]), values.view(b, t, *values.shape[1:])
-        a = self.affinity(keys, q.key)
-        small = F.interpolate(s_prob, size=keys.shape[-2:], mode="area").view(b, t, -1, *keys.shape[-2:])
-        g = self.global_logits(q, values, a)
-        inst = self.instance_logits(q, values, label_tensors(small, slice(None)), a)
-        up = unpad(F.interpolate(torch.cat([g, inst], 1).float(), size=x.shape[-2:], mode="bilinear", align_corners=False), pads)
-        fg = torch.sigmoid(up[:, 1:]) * torch.sigmoid(up[:, :1])
-        logits = aggregate_logits(fg, background="prod")
-        return {"global_logit": up[:, :1], "instance_logit": up[:, 1:], "fg": fg, "logits": logits}
+        if support is None:
+            if support_images is None or support_probs is None:
+                raise TypeError("forward() needs support_images and support_probs, or support")
+            support = self.encode_supports(support_images, support_probs)
+        return self.read(query, support)
 
 
 def _pad_probs(prob: torch.Tensor, multiple: int) -> torch.Tensor:
@@ -467,16 +528,31 @@ class EmbeddingMethod(VOSMethod[EmbeddingState]):
             return softmax_aggregate(fg)
 
 
+COMPACT: dict[str, Any] = dict(backbone="mobilenet-v2", decoder_channels=64, freeze_bn=True)
+"""The compact variant (``variant="compact"``, the shipped weights); see the module docstring."""
+
+
 @register_method(
     "embedding",
     EmbeddingMethod,
     paper="Ge, Lu, Shen, Video Object Segmentation Using Global and Instance Embedding Learning (CVPR 2021)",
     tiny=dict(backbone="resnet18", base_width=8, decoder_channels=16),
+    compact=COMPACT,
 )
 def build_embedding(
-    *, support_size: int = 5, pool_size: int = 16, max_instances: int = 6, max_anchors: int = 4, **net_kwargs: Any
+    *,
+    support_size: int = 5,
+    pool_size: int = 16,
+    max_instances: int = 6,
+    max_anchors: int = 4,
+    freeze_bn: bool = False,
+    **net_kwargs: Any,
 ) -> EmbeddingMethod:
     """The embedding method with a random-init network; ``net_kwargs`` go to :func:`embedding_net`."""
     return EmbeddingMethod(
-        embedding_net(**net_kwargs), support_size=support_size, pool_size=pool_size, max_instances=max_instances, max_anchors=max_anchors
+        embedding_net(freeze_bn=freeze_bn, **net_kwargs),
+        support_size=support_size,
+        pool_size=pool_size,
+        max_instances=max_instances,
+        max_anchors=max_anchors,
     )

@@ -7,14 +7,25 @@ were published; this network is built from the paper alone.
 Design (paper section 3, Figures 2-4):
 
 * **Detector** — Mask R-CNN with a ResNet-50-FPN backbone, torchvision's implementation
-  (:class:`~torchvision.models.detection.MaskRCNN`). The paper-size backbone is
-  :class:`~vostool.models.backbones.ResNetEncoder` (depth 50, width 64, BatchNorm, every layer
-  trainable) under torchvision's ``BackboneWithFPN``, so the detector's state dict has exactly the
-  keys and shapes of ``torchvision.models.detection.maskrcnn_resnet50_fpn(weights=None,
-  weights_backbone=None)`` under the prefix ``detector.``. Depth, width and head sizes are builder
-  arguments, which is how tests build a tiny detector. Inference keeps proposals scoring > 0.05
+  (:class:`~torchvision.models.detection.MaskRCNN`) on :class:`~vostool.models.backbones.EncoderWithFPN`.
+  The paper-size encoder is :class:`~vostool.models.backbones.ResNetEncoder` (depth 50, width
+  64, BatchNorm, every layer trainable), whose parameter names are torchvision's, so with
+  ``anchor_scales=(8,)`` the detector's state dict has exactly the keys and shapes of
+  ``torchvision.models.detection.maskrcnn_resnet50_fpn(weights=None, weights_backbone=None)``
+  under the prefix ``detector.``; with the paper's three scales only the RPN head's two output
+  convolutions are wider (9 anchors per position instead of 3). Any encoder of
+  :func:`~vostool.models.backbones.create_encoder` can replace ResNet-50 (``backbone``), its
+  input normalisation becoming the detector's. Inference keeps proposals scoring > 0.05
   with NMS at IoU 0.6 (section 4.1), shorter image side 800 (section 4.3), longer side at most
-  1900 (the training maximum of section 4.1; the paper gives no test maximum).
+  1900 (the training maximum of section 4.1; the paper gives no test maximum). Training draws
+  the shorter side from 640, 720, 800, 920, 1080 per step (section 4.1's multi-scale training).
+* **Anchors** — section 4.1: "the anchor scales are 3, 5, 8". We read the scales as in
+  py-faster-rcnn / Detectron, where an anchor's side is ``scale x`` the stride of the feature map
+  it sits on (FPN's single scale 8 gives the usual 32..512 pixels on P2..P6): on each FPN level
+  ``P_l`` (stride ``s_l`` = 4, 8, 16, 32, 64) anchors of sides ``3 s_l, 5 s_l, 8 s_l`` at aspect
+  ratios 0.5, 1, 2, i.e. 9 anchors per position from 12 pixels (P2) to 512 pixels (P6)
+  (:func:`anchor_sizes`). The alternative reading (sides 3, 5, 8 pixels) gives boxes far below
+  a 4-pixel stride and below any DAVIS object, so it cannot be what was meant.
 * **Re-ID head** (3.1.2) — RoIAlign (7x7 over the FPN levels, boxes assigned to levels as in
   Mask R-CNN) -> fc (1024) -> ReLU -> fc (128) -> dropout 0.2. The feature is not normalised: the
   Re-ID path thresholds Euclidean distances at 2.3 and the triplet margin is 1.0, both
@@ -52,7 +63,29 @@ Choices where the paper is vague (kept):
   the feature of the given mask and is kept; the others are a ring buffer of IoU-path features.
 * An object with no candidate and an empty warped mask (no pixel > 0.5) is absent (probability
   0) on that frame and can come back through the Re-ID path later.
-* Flow: RAFT-small in place of FlowNet 2.0 (the session computes and warps it).
+* Flow: RAFT-small in place of FlowNet 2.0 (the session computes and warps it). Training needs
+  no flow; the shipped weights name the flow they were validated with (their inference default).
+* Frame pairs: each training sample is two frames of one video (up to 5 apart), so the
+  batch-hard triplet loss sees each object twice; the paper does not say how Re-ID mini-batches
+  were drawn.
+
+**Compact variant** (:data:`COMPACT`, ``variant="compact"``: the weights vostool trains on the CPU
+and ships). Every module and rule above is kept; sizes are cut for 240p video on a CPU:
+
+* encoder MobileNetV2 (ImageNet, torchvision's architecture: it needs no optional package at
+  inference; BatchNorm frozen) instead of ResNet-50 (no ImageNet ResNet can be shipped), FPN
+  width 64, box head fc 256, mask head 4 x 64 channels, Re-ID fc 256 (feature 128 as the paper);
+* detector input at the video's 240p size (shorter side 240, longer at most 576: the paper's
+  1900 / 800) instead of 800, multi-scale training at 192..324 (the paper's 640..1080 scaled),
+  300 / 100 RPN proposals before / after NMS (600 / 200 in training), at most 20 candidates,
+  128 RoIs per training image for the box and mask heads;
+* MGA: crops of 48 x 48 instead of 100 x 100 (the paper's crop is 1/8 of its 800-pixel frames;
+  48 is 1/5 of 240 and keeps more detail than Mask R-CNN's 28 x 28 masks), the last-stage
+  bottlenecks at width 64 (4 x 64 FPN channels in and out, as the paper's 4 x 256 -> 2048 keeps
+  ResNet's expansion of 4 only approximately), ASPP / pyramid-pooling branches of 32 channels.
+  Per object that is about 1.0 GMAC, half the compact detector (2.1 GMAC at 240 x 427); the
+  paper-size MGA is about 300 GMAC per object, more than its whole detector at 800 x 1408. The
+  cost is reported per object in ``timing.json`` (stage ``mga``, ``per_object_ms``).
 
 Training entry point (``OVSNet.forward`` in train mode)::
 
@@ -81,21 +114,26 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.models.detection import MaskRCNN
-from torchvision.models.detection.backbone_utils import BackboneWithFPN
+from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+from torchvision.models.detection.rpn import RPNHead
 from torchvision.models.resnet import Bottleneck
 from torchvision.ops import MultiScaleRoIAlign, box_iou, roi_align
 
-from .backbones import ResNetEncoder
+from .backbones import EncoderWithFPN, backbone_name, create_encoder
 from .base import MethodState, StageFn, VOSMethod, no_stage
-from .blocks import soft_aggregate
+from .blocks import freeze_batchnorm, soft_aggregate
 from .registry import register_method
 
 FPN_LEVELS = ("0", "1", "2", "3")
 """The FPN outputs P2..P5 (torchvision's names) used by Re-ID and MGA."""
 FPN_STRIDES = (4, 8, 16, 32)
+TRAIN_SCALES = (0.8, 0.9, 1.0, 1.15, 1.35)
+"""Multi-scale training: the paper's shorter sides 640, 720, 800, 920, 1080 over its test side 800."""
+ANCHOR_SCALES = (3, 5, 8)
+"""The paper's anchor scales, in units of each FPN level's stride (see the module docstring)."""
 ENLARGE = 1.2
 """MGA box enlargement (20%)."""
 REFINE_WEIGHT = 1.3
@@ -348,14 +386,37 @@ class OVSNet(nn.Module):
         reid: the :class:`ReIDHead`.
         mga: the :class:`MaskGuidedAttention` module.
         reid_per_image: proposals per training image for Re-ID and MGA (2 in the paper).
+        freeze_bn: keep the encoder's BatchNorm fixed in training (statistics and affine).
+        train_sizes: shorter image sides drawn from in training (one per step, torchvision's
+            multi-scale training); None: the detector's test size only.
     """
 
-    def __init__(self, detector: MaskRCNN, reid: ReIDHead, mga: MaskGuidedAttention, *, reid_per_image: int = 2) -> None:
+    def __init__(
+        self,
+        detector: MaskRCNN,
+        reid: ReIDHead,
+        mga: MaskGuidedAttention,
+        *,
+        reid_per_image: int = 2,
+        freeze_bn: bool = False,
+        train_sizes: tuple[int, ...] | None = None,
+    ) -> None:
         super().__init__()
         self.detector = detector
         self.reid = reid
         self.mga = mga
         self.reid_per_image = reid_per_image
+        self.freeze_bn = freeze_bn
+        self.test_sizes = tuple(detector.transform.min_size)
+        self.train_sizes = tuple(train_sizes) if train_sizes else self.test_sizes
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> OVSNet:
+        super().train(mode)
+        self.detector.transform.min_size = self.train_sizes if mode else self.test_sizes
+        if self.freeze_bn:
+            freeze_batchnorm(self.detector.backbone.body)
+        return self
 
     # ------------------------------------------------------------------ inference pieces
     def features(self, image: torch.Tensor) -> tuple[OrderedDict[str, torch.Tensor], tuple[int, int], tuple[float, float], ImageList]:
@@ -455,9 +516,17 @@ class OVSNet(nn.Module):
         return {**roi_losses, **rpn_losses, "loss_reid": loss_reid, "loss_refine": loss_refine}
 
 
+def anchor_sizes(scales: tuple[int, ...] = ANCHOR_SCALES, strides: tuple[int, ...] = (*FPN_STRIDES, 64)) -> tuple[tuple[int, ...], ...]:
+    """Anchor sides (pixels of the detector's resized image) per FPN level: ``scale x stride``
+    for every scale (see the module docstring); ``scales = (8,)`` is torchvision's Mask R-CNN
+    (32, 64, 128, 256, 512 on P2..P6)."""
+    return tuple(tuple(s * stride for s in scales) for stride in strides)
+
+
 def ovsnet_net(
     *,
-    depth: int = 50,
+    backbone: str | None = None,
+    depth: int | None = None,
     base_width: int = 64,
     num_classes: int = 2,
     fpn_channels: int = 256,
@@ -470,28 +539,46 @@ def ovsnet_net(
     mga_planes: int = 512,
     mga_blocks: int = 3,
     aspp_channels: int = 256,
+    anchor_scales: tuple[int, ...] = ANCHOR_SCALES,
+    train_scales: tuple[float, ...] = TRAIN_SCALES,
     min_size: int = 800,
     max_size: int = 1900,
     rpn_pre_nms_top_n: int = 1000,
     rpn_post_nms_top_n: int = 1000,
     detections_per_img: int = 100,
+    box_batch_size_per_image: int = 512,
+    freeze_bn: bool = False,
 ) -> OVSNet:
     """Build the OVSNet network (random init). Defaults are the paper's ResNet-50-FPN model.
 
-    ``depth``/``base_width`` select the :class:`ResNetEncoder`; ``fpn_channels``, ``box_channels``
-    (box head fc width), ``mask_head_*`` and ``reid_hidden`` size the heads; ``mga_*`` and
-    ``aspp_channels`` size MGA; ``min_size``/``max_size`` are the detector's test resizing;
-    ``rpn_*``/``detections_per_img`` bound proposals and candidates per frame.
+    ``backbone`` (or the older ``depth``) / ``base_width`` select the encoder
+    (:func:`~vostool.models.backbones.create_encoder`; its input normalisation becomes the
+    detector's); ``fpn_channels``, ``box_channels`` (box head fc width), ``mask_head_*`` and
+    ``reid_hidden`` size the heads; ``mga_*`` and ``aspp_channels`` size MGA; ``anchor_scales``
+    the anchors (:func:`anchor_sizes`); ``min_size``/``max_size`` are the detector's test
+    resizing (in training the shorter side is drawn from ``min_size x train_scales``, the
+    paper's multi-scale training; ``(1.0,)`` trains at the test size); ``rpn_*``/``detections_per_img`` bound proposals and candidates per frame (in
+    training the RPN keeps twice ``rpn_*``, torchvision's 2000 at paper size);
+    ``box_batch_size_per_image`` is the RoIs sampled per training image for the box and mask
+    heads (512, torchvision's); ``freeze_bn`` keeps the encoder's BatchNorm fixed in training (pretrained encoders).
     """
-    body = ResNetEncoder(depth, base_width=base_width)
-    backbone = BackboneWithFPN(body, {f"layer{i + 1}": k for i, k in enumerate(FPN_LEVELS)}, list(body.channels), fpn_channels)
+    body = create_encoder(backbone_name(backbone, depth), base_width=base_width)
     mask_layers = (mask_head_channels,) * mask_head_layers
+    sizes = anchor_sizes(tuple(anchor_scales))
+    anchors = AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes))
     detector = MaskRCNN(
-        backbone,
+        EncoderWithFPN(body, fpn_channels),
         min_size=min_size,
         max_size=max_size,
+        image_mean=list(body.mean),
+        image_std=list(body.std),
+        rpn_anchor_generator=anchors,
+        rpn_head=RPNHead(fpn_channels, anchors.num_anchors_per_location()[0]),
         rpn_pre_nms_top_n_test=rpn_pre_nms_top_n,
         rpn_post_nms_top_n_test=rpn_post_nms_top_n,
+        rpn_pre_nms_top_n_train=2 * rpn_pre_nms_top_n,
+        rpn_post_nms_top_n_train=2 * rpn_post_nms_top_n,
+        box_batch_size_per_image=box_batch_size_per_image,
         box_head=TwoMLPHead(fpn_channels * 7 * 7, box_channels),
         box_predictor=FastRCNNPredictor(box_channels, num_classes),
         box_score_thresh=0.05,
@@ -502,7 +589,28 @@ def ovsnet_net(
     )
     reid = ReIDHead(fpn_channels, hidden=reid_hidden, dim=reid_dim)
     mga = MaskGuidedAttention(fpn_channels, size=mga_size, planes=mga_planes, blocks=mga_blocks, aspp_channels=aspp_channels)
-    return OVSNet(detector, reid, mga)
+    train_sizes = tuple(round(min_size * f) for f in train_scales)
+    return OVSNet(detector, reid, mga, freeze_bn=freeze_bn, train_sizes=train_sizes)
+
+
+COMPACT: dict[str, Any] = dict(
+    backbone="mobilenet-v2",
+    fpn_channels=64,
+    box_channels=256,
+    mask_head_channels=64,
+    reid_hidden=256,
+    mga_size=48,
+    mga_planes=64,
+    aspp_channels=32,
+    min_size=240,
+    max_size=576,
+    rpn_pre_nms_top_n=300,
+    rpn_post_nms_top_n=100,
+    detections_per_img=20,
+    box_batch_size_per_image=128,
+    freeze_bn=True,
+)
+"""The compact variant (``variant="compact"``, the shipped weights); see the module docstring."""
 
 
 # --------------------------------------------------------------------------------- method
@@ -606,7 +714,7 @@ class OVSNetMethod(VOSMethod[OVSNetState]):
                 cand_inner = F.interpolate(dets.masks[cand].float(), size=(n_inner, n_inner), mode="bilinear", align_corners=False)
                 inner = torch.where(matched[:, None, None, None], cand_inner, inner)
                 box = torch.where(matched[:, None], dets.boxes[cand], flow_box)
-        with stage("mga"):
+        with stage("mga", objects=k):
             attention, factor = mga_attention(inner, s)
             big = _enlarge(box, factor)
             rois = torch.cat([torch.zeros_like(big[:, :1]), dets.to_resized(big)], 1)
@@ -645,7 +753,7 @@ class OVSNetMethod(VOSMethod[OVSNetState]):
     paper="Sun et al., OVSNet: Towards One-Pass Real-Time Video Object Segmentation (arXiv 2019)",
     default_flow="raft-small",
     tiny=dict(
-        depth=18,
+        backbone="resnet18",
         base_width=8,
         fpn_channels=16,
         box_channels=32,
@@ -662,9 +770,22 @@ class OVSNetMethod(VOSMethod[OVSNetState]):
         rpn_post_nms_top_n=50,
         detections_per_img=20,
     ),
+    compact=COMPACT,
 )
 def build_ovsnet(
-    *, rho_iou: float = 0.3, rho_reid: float = 2.3, reid_fraction: float = 0.3, reid_memory: int = 100, **net_kwargs: Any
+    *,
+    rho_iou: float = 0.3,
+    rho_reid: float = 2.3,
+    reid_fraction: float = 0.3,
+    reid_memory: int = 100,
+    freeze_bn: bool = False,
+    **net_kwargs: Any,
 ) -> OVSNetMethod:
     """OVSNet with a random-init network; ``net_kwargs`` go to :func:`ovsnet_net` (paper size by default)."""
-    return OVSNetMethod(ovsnet_net(**net_kwargs), rho_iou=rho_iou, rho_reid=rho_reid, reid_fraction=reid_fraction, reid_memory=reid_memory)
+    return OVSNetMethod(
+        ovsnet_net(freeze_bn=freeze_bn, **net_kwargs),
+        rho_iou=rho_iou,
+        rho_reid=rho_reid,
+        reid_fraction=reid_fraction,
+        reid_memory=reid_memory,
+    )

@@ -4,8 +4,10 @@ Each model module registers its builder with :func:`register_method`, next to th
 the method: its :class:`~vostool.models.base.VOSMethod` class (which says whether it uses optical
 flow, its stages and its state), the paper, whether it needs weights, its default flow (only for
 methods that use flow), and the keyword arguments of its ``tiny`` variant: a network small
-enough for CPU tests and quick benchmarks (same modules and wiring, narrow widths). Training
-recipes are the training layer's (:data:`vostool.train.recipes.RECIPES`).
+enough for CPU tests and quick benchmarks (same modules and wiring, narrow widths), and of its
+``compact`` variant where it has one: the size vostool trains and ships (a pretrained backbone,
+narrow decoders; documented in the model module). Training recipes are the training layer's
+(:data:`vostool.train.recipes.RECIPES`).
 
 The registry imports a method's module the first time the method is asked for
 (:data:`METHOD_MODULES`), so the weightless ``flow`` method runs without importing torch (1-2 s
@@ -14,8 +16,8 @@ of a short run's start-up) and a learned method loads only its own network.
 A builder is a keyword-only function returning a method with a randomly initialised network
 (weights are loaded by :mod:`vostool.weights`, never here). Keyword arguments that are None are
 dropped, so unset CLI options never override a builder's defaults (the paper-size network).
-``create_method(name, variant="tiny")`` builds the tiny variant; ``variant="paper"`` (or None)
-builds the builder's defaults.
+``create_method(name, variant="tiny")`` builds the tiny variant, ``variant="compact"`` the
+compact one; ``variant="paper"`` (or None) builds the builder's defaults.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from .base import VOSMethod
 
 Builder = Callable[..., VOSMethod]
 
-VARIANTS = ("paper", "tiny")
+VARIANTS = ("paper", "compact", "tiny")
 """Names accepted by :func:`create_method`'s ``variant``: ``paper`` = the builder's defaults."""
 
 
@@ -48,6 +50,7 @@ class MethodInfo:
             methods that use no flow.
         tiny: builder keyword arguments of the tiny variant (empty for ``flow``, which has no
             network: its tiny variant is its only one).
+        compact: builder keyword arguments of the compact variant (empty: none registered).
     """
 
     name: str
@@ -57,6 +60,16 @@ class MethodInfo:
     needs_weights: bool = True
     default_flow: str | None = None
     tiny: dict[str, Any] = field(default_factory=dict)
+    compact: dict[str, Any] = field(default_factory=dict)
+
+    def variant_kwargs(self, variant: str | None) -> dict[str, Any]:
+        """Builder keyword arguments of ``variant`` (``paper`` / None: none); InputError for an
+        unknown variant or a compact one the method does not have."""
+        if variant not in (None, *VARIANTS):
+            raise InputError(f"unknown variant {variant!r} for method {self.name!r}; choose one of: {', '.join(VARIANTS)}")
+        if variant == "compact" and self.needs_weights and not self.compact:
+            raise InputError(f"method {self.name!r} has no compact variant; choose paper or tiny, or give the sizes")
+        return dict(self.tiny if variant == "tiny" else self.compact if variant == "compact" else {})
 
     @property
     def uses_flow(self) -> bool:
@@ -83,6 +96,7 @@ def register_method(
     needs_weights: bool = True,
     default_flow: str | None = None,
     tiny: dict[str, Any] | None = None,
+    compact: dict[str, Any] | None = None,
 ) -> Callable[[Builder], Builder]:
     """Decorator registering ``builder`` under ``name`` (see :class:`MethodInfo` for the facts).
 
@@ -96,7 +110,7 @@ def register_method(
         raise ValueError(f"method {name!r}: a default flow is given exactly when the method uses flow (uses_flow={method_class.uses_flow})")
 
     def deco(builder: Builder) -> Builder:
-        _REGISTRY[name] = MethodInfo(name, builder, method_class, paper, needs_weights, default_flow, dict(tiny or {}))
+        _REGISTRY[name] = MethodInfo(name, builder, method_class, paper, needs_weights, default_flow, dict(tiny or {}), dict(compact or {}))
         return builder
 
     return deco
@@ -118,12 +132,11 @@ def method_info(name: str) -> MethodInfo:
 def create_method(name: str, variant: str | None = None, **kwargs: Any) -> VOSMethod:
     """Build method ``name`` with a random-init network.
 
-    ``variant="tiny"`` starts from the method's registered tiny keyword arguments, ``"paper"``
-    or None from none (the builder's defaults); explicit ``kwargs`` win over the variant's, and
-    None-valued ones are ignored. Raises InputError for an unknown method or variant.
+    ``variant="tiny"`` / ``"compact"`` starts from the method's registered keyword arguments of
+    that variant, ``"paper"`` or None from none (the builder's defaults); explicit ``kwargs`` win
+    over the variant's, and None-valued ones are ignored. Raises InputError for an unknown method
+    or variant.
     """
     info = method_info(name)
-    if variant not in (None, *VARIANTS):
-        raise InputError(f"unknown variant {variant!r} for method {name!r}; choose one of: {', '.join(VARIANTS)}")
-    base = info.tiny if variant == "tiny" else {}
+    base = info.variant_kwargs(variant)
     return info.builder(**{**base, **{k: v for k, v in kwargs.items() if v is not None}})

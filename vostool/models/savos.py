@@ -49,7 +49,18 @@ Choices where the paper is silent (kept):
   probability, kept by :meth:`SAVOS.update` (``uses_flow = False``).
 * BatchNorm frozen in training (``freeze_bn=True``, RGMP's practice with one-video batches).
 * Multi-scale testing (paper: scales 0.5, 0.75, 1, averaging foreground probabilities, as RGMP)
-  is available with ``scales=(0.5, 0.75, 1.0)``; the default is the single scale ``(1.0,)``.
+  is available with ``scales=(0.5, 0.75, 1.0)`` (``vostool segment --scales 0.5,0.75,1``); the
+  default is the single scale ``(1.0,)`` (three times cheaper).
+
+**Compact variant** (:data:`COMPACT`, ``variant="compact"``: the weights vostool trains on the CPU
+and ships). Every module above is kept; the encoder is MobileNetV2 (ImageNet weights,
+torchvision's architecture, so no optional package is needed at inference; BatchNorm frozen;
+stage outputs 24, 32, 96, 320 channels instead of 256 .. 2048) and the decoder width 64 instead
+of 256 (CBAM's hidden width 64 / 16 = 4). Training (:class:`~vostool.train.recipes.SAVOSRecipe`)
+differs from the paper: Adam instead of SGD, 240p DAVIS 2016 (one object per video) instead of
+DAVIS 2017, a new randomly initialised mask convolution next to the ImageNet stem (as RGMP's new
+filters), and half the clips with a second object pasted from another video (copy-paste), without
+which the network learned to ignore the mask on one-object data.
 """
 
 from __future__ import annotations
@@ -282,14 +293,19 @@ class SAVOS(VOSMethod[SAVOSState]):
         state.prev = prob[1:].float()
 
 
+COMPACT: dict[str, Any] = dict(backbone="mobilenet-v2", mdim=64, freeze_bn=True)
+"""The compact variant (``variant="compact"``, the shipped weights); see the module docstring."""
+
+
 @register_method(
     "savos",
     SAVOS,
     paper="SAVOS: Symmetry Encoder-Decoder Network with Attention Mechanism for Fast Video Object Segmentation, Symmetry 11(8) 1006, 2019",
     tiny=dict(backbone="resnet18", base_width=8, mdim=16, reduction=4),
+    compact=COMPACT,
 )
-def build_savos(*, scales: Sequence[float] = (1.0,), **net_kwargs: Any) -> SAVOS:
+def build_savos(*, scales: Sequence[float] = (1.0,), freeze_bn: bool = True, **net_kwargs: Any) -> SAVOS:
     """SAVOS with a random-init :class:`SAVOSNet` (``net_kwargs``; paper size by default: ResNet-50,
     width 64, decoder 256). SAVOS uses no optical flow (``uses_flow = False``);
     ``method_info("savos").tiny`` is the test variant."""
-    return SAVOS(SAVOSNet(**net_kwargs), scales=scales)
+    return SAVOS(SAVOSNet(freeze_bn=freeze_bn, **net_kwargs), scales=scales)

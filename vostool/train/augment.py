@@ -7,6 +7,9 @@ clip; geometry is applied identically to images (bilinear) and labels (nearest).
 * :func:`hflip`, :func:`reverse` — AGSS-VOS's two augmentations.
 * :func:`random_crop`, :func:`random_affine` (scale + rotation + shift) — the embedding
   method's crops, rotation and scaling; :func:`random_illumination` (gain, gamma, colour).
+* :func:`paste_object` — a second annotated object cut from another training clip and moved
+  over this one (copy-paste), so a clip of a one-object dataset holds two objects that only
+  their masks tell apart.
 * :func:`lucid_dream_clip` — SAVOS's training data: a whole clip synthesised from ONE annotated
   frame in the manner of Lucid Data Dreaming (Khoreva et al., 2017): the frame is split into
   background (objects removed and inpainted) and per-object cut-outs; each synthesised frame
@@ -140,6 +143,34 @@ def random_illumination(clip: Clip, rng: np.random.Generator, strength: float = 
     params = _illumination_params(rng, strength)
     images = np.stack([_apply_illumination(im, *params) for im in clip.images])
     return Clip(images, clip.labels, clip.num_objects, clip.name)
+
+
+def paste_object(clip: Clip, donor: Clip, rng: np.random.Generator, *, scale: tuple[float, float] = (0.4, 0.9), shift: float = 0.3) -> Clip:
+    """Paste the first object of ``donor`` (another clip of the same length, any size) over every
+    frame of ``clip`` as object ``K + 1``, after one random zoom / rotation / shift of the donor.
+
+    The cut-out's edge is feathered over a pixel or two in the images; the labels are hard (the
+    pasted object occludes what it covers). The pasted object is in frame 0 only if it lands
+    inside the frame there; otherwise the caller's relabelling makes it background.
+    """
+    L, H, W = clip.labels.shape
+    if len(donor) != L or donor.num_objects < 1 or clip.num_objects >= VOID_ID - 1:
+        return clip
+    if donor.labels.shape[1:] != (H, W):
+        images = np.stack([cv2.resize(im, (W, H), interpolation=cv2.INTER_LINEAR) for im in donor.images])
+        labels = np.stack([cv2.resize(lab, (W, H), interpolation=cv2.INTER_NEAREST) for lab in donor.labels])
+        donor = Clip(images, labels, donor.num_objects, donor.name)
+    donor = random_affine(donor, rng, scale=scale, rotation=10.0, shift=shift)
+    images, labels = clip.images.copy(), clip.labels.copy()
+    k = clip.num_objects + 1
+    for t in range(L):
+        m = donor.labels[t] == 1
+        if not m.any():
+            continue
+        alpha = cv2.GaussianBlur(m.astype(np.float32), (3, 3), 0)[..., None]
+        images[t] = (alpha * donor.images[t] + (1.0 - alpha) * images[t] + 0.5).astype(np.uint8)
+        labels[t][m] = k
+    return Clip(images, labels, k, clip.name)
 
 
 # --------------------------------------------------------------------------------------------

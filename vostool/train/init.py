@@ -44,12 +44,14 @@ def has_pretrained_default(backbone: str) -> bool:
     return target is not None and bool(target.default)
 
 
-def load_pretrained_encoders(net: nn.Module, spec: str | None) -> dict[str, Any] | None:
+def load_pretrained_encoders(net: nn.Module, spec: str | None, *, mask_init: str = "zero") -> dict[str, Any] | None:
     """Load ImageNet weights into every encoder of ``net``.
 
     Args:
         net: the network (its encoders share one backbone name).
         spec: ``"auto"`` / None, ``"none"``, a weights.toml entry, or a file.
+        mask_init: ``zero`` (as loaded) or ``random``: the mask convolutions get PyTorch's
+            default initialisation again after loading.
 
     Returns:
         What was loaded (``describe()`` of the resolved weights), or None when nothing was.
@@ -75,7 +77,9 @@ def load_pretrained_encoders(net: nn.Module, spec: str | None) -> dict[str, Any]
     sd = resolved.state_dict()
     for enc in encoders:
         load_encoder_weights(enc, sd, what=f"{resolved.name} ({resolved.path.name})")
-    return resolved.describe()
+        if mask_init == "random" and enc.mask_conv is not None:
+            enc.mask_conv.reset_parameters()
+    return {**resolved.describe(), "mask_init": mask_init}
 
 
 def load_init(net: nn.Module, method: str, spec: str) -> dict[str, Any]:

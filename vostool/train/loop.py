@@ -183,7 +183,7 @@ class Trainer:
 
         cfg = self.config
         out: dict[str, Any] = {}
-        if (pre := load_pretrained_encoders(self.net, cfg.pretrained)) is not None:
+        if (pre := load_pretrained_encoders(self.net, cfg.pretrained, mask_init=cfg.mask_init)) is not None:
             out["pretrained"] = pre
         if cfg.init:
             out["init"] = load_init(self.net, cfg.method, cfg.init)
@@ -370,7 +370,7 @@ class Trainer:
         if self.log["validation"]:
             v = self.log["validation"][-1]
             info["validation"] = {k: v[k] for k in ("J-Mean", "F-Mean", "J&F", "sequences") if k in v}
-        inference = {"flow": self.config.flow} if getattr(self.recipe, "flow", None) else {}  # recipes that warp
+        inference = {"flow": self.config.flow} if self.method.uses_flow else {}  # the flow validation warped with
         if self.config.data.get("size"):
             inference["inference_size"] = str(self.config.data["size"])
         export_weights(

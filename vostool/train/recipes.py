@@ -6,7 +6,8 @@ and ``describe()``. :func:`get_recipe` builds one by method name:
 
 * :class:`AGSSRecipe` (``agss``) — the paper's recipe, below; the one used for real training.
 * :class:`SAVOSRecipe` (``savos``) — "lucid dream" clips + softmax aggregation + cross-entropy.
-* :class:`EmbeddingRecipe` (``embedding``) — 4-frame clips, BCE (global) + CE (instances).
+* :class:`EmbeddingRecipe` (``embedding``) — 4-frame clips sampled as the support set at
+  inference, recurrent over the support frames, BCE (global) + CE (instances).
 * :class:`OVSNetRecipe` (``ovsnet``) — frame pairs; Mask R-CNN + triplet + 1.3 x MGA CE losses.
 
 The last three are exercised by few-step CPU tests with tiny networks only (no real run yet).
@@ -51,7 +52,7 @@ from ..errors import InputError
 from ..flow import OPENCV_FLOWS, backward_warp, create_flow
 from ..io.masks import VOID_ID
 from ..models.blocks import soft_aggregate
-from .augment import hflip, lucid_dream_clip, random_affine, random_crop, random_illumination, reverse
+from .augment import hflip, lucid_dream_clip, paste_object, random_affine, random_crop, random_illumination, reverse
 from .losses import aggregated_cross_entropy, apply_tolerance, instance_iou_loss
 from .sampling import Clip, ClipSampler
 
@@ -302,6 +303,20 @@ def _crop_and_relabel(clip: Clip, crop: tuple[int, int] | None, rng: np.random.G
     return clip
 
 
+def _maybe_paste(clip: Clip, sampler: ClipSampler, step: int, index: int, p: float) -> Clip:
+    """With probability ``p``, :func:`~vostool.train.augment.paste_object` a clip of another
+    sequence over ``clip`` (its own random stream, so ``p = 0`` leaves every other draw as it was)."""
+    if p <= 0:
+        return clip
+    rng = sampler.rng(step, 4000 + index)
+    if rng.random() >= p:
+        return clip
+    donor = sampler.sample(step, 5000 + index)
+    if donor.name == clip.name:
+        return clip
+    return _crop_and_relabel(paste_object(clip, donor, rng), None, rng)
+
+
 def _stack(clips: list[Clip]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Clips of one size -> ``images (B, L, 3, H, W)``, ``labels (B, L, H, W)`` long, ``objects (B, K)``."""
     shapes = {c.labels.shape for c in clips}
@@ -321,6 +336,11 @@ def _flowless_batch(clips: list[Clip]) -> Batch:
     return Batch(images, labels, flows, objects, [c.name for c in clips])
 
 
+PASTE_P = 0.5
+"""``augment="strong"`` for SAVOS and the embedding method: the share of clips that get a second
+object pasted from another training video (:func:`~vostool.train.augment.paste_object`)."""
+
+
 @dataclasses.dataclass
 class SAVOSRecipe:
     """SAVOS training (paper Sec. 6.1.2-6.1.3): clips synthesised from one annotated frame by
@@ -336,7 +356,13 @@ class SAVOSRecipe:
     max_objects: int = 4
     lucid_p: float = 0.5
     flip_p: float = 0.5
+    augment: str = "paper"
     name: str = "savos"
+
+    @property
+    def paste_p(self) -> float:
+        """Share of clips that get a pasted second object (``augment="strong"``: 0.5)."""
+        return PASTE_P if self.augment == "strong" else 0.0
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -345,8 +371,9 @@ class SAVOSRecipe:
             "max_objects": self.max_objects,
             "lucid_p": self.lucid_p,
             "flip_p": self.flip_p,
+            "paste_p": self.paste_p,
             "loss": "CE on softmax_aggregate (eq. 5)",
-            "data": "lucid-dream clips from single frames + real clips",
+            "data": "lucid-dream clips from single frames + real clips" + (" + a pasted second object" if self.paste_p else ""),
         }
 
     def sampler(self, sequences: list[VideoSequence], seed: int) -> ClipSampler:
@@ -359,6 +386,7 @@ class SAVOSRecipe:
             lucid = lucid_dream_clip(clip.images[0], clip.labels[0], rng, length=self.clip_length, name=clip.name)
             if lucid.num_objects > 0:
                 clip = lucid
+        clip = _maybe_paste(clip, sampler, step, index, self.paste_p)
         if rng.random() < self.flip_p:
             clip = hflip(clip)
         return _crop_and_relabel(clip, self.crop, rng)
@@ -388,10 +416,27 @@ class SAVOSRecipe:
 @dataclasses.dataclass
 class EmbeddingRecipe:
     """Global and instance embedding (paper Sec. 3.3 "Network Training"): clips of ``T + 1 = 4``
-    frames, the first ``T`` (with their ground truth) as the support set, the last as the query;
-    random crop, flip, rotation and scaling; loss ``BCE(global logit, objects mask) +
-    lambda * CE(instance logits, labels)`` (eq. 13, ``lambda = 1``); at most ``D = 6`` instances.
-    The support masks are the ground truth (no recurrence over the support frames)."""
+    frames, the first ``T`` as the support set, the last as the query; random crop, flip, rotation
+    and scaling; loss ``BCE(global logit, objects mask) + lambda * CE(instance logits, labels)``
+    (eq. 13, ``lambda = 1``); at most ``D = 6`` instances.
+
+    Support sampling as at inference (the paper samples clips "to simulate the inference
+    procedure", whose support set is the first frame plus TSN-sampled processed frames): the clip
+    spans up to ``max_span`` frames; its first frame is the annotated one and each other support
+    frame is drawn in its own of ``T - 1`` equal segments before the query
+    (:class:`~vostool.train.sampling.ClipSampler` ``max_span``).
+
+    Recurrence training (``recurrent``, the paper's "T frames annotations in total are involved
+    in the recurrence training", after RGMP): only the first frame's mask is the ground truth; each
+    later support frame is first predicted from the support frames before it, and its own
+    (detached) soft prediction becomes its support mask; eq. 13 is averaged over the ``T``
+    predicted frames. ``recurrent=False`` gives every support frame its ground truth and
+    predicts the query only.
+
+    ``augment="strong"`` (ours): half the clips also get a second object pasted from another
+    training video (as :class:`SAVOSRecipe`), so the instance branch learns to separate objects
+    even on a one-object dataset.
+    """
 
     clip_length: int = 4
     crop: tuple[int, int] | None = None
@@ -400,7 +445,15 @@ class EmbeddingRecipe:
     flip_p: float = 0.5
     rotation: float = 10.0
     scale: tuple[float, float] = (0.9, 1.1)
+    max_span: int = 48
+    recurrent: bool = True
+    augment: str = "paper"
     name: str = "embedding"
+
+    @property
+    def paste_p(self) -> float:
+        """Share of clips that get a pasted second object (``augment="strong"``: 0.5)."""
+        return PASTE_P if self.augment == "strong" else 0.0
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -411,14 +464,19 @@ class EmbeddingRecipe:
             "flip_p": self.flip_p,
             "rotation": self.rotation,
             "scale": list(self.scale),
-            "loss": "BCE(global) + lambda * CE(instances) (eq. 13)",
+            "max_span": self.max_span,
+            "recurrent": self.recurrent,
+            "paste_p": self.paste_p,
+            "loss": "BCE(global) + lambda * CE(instances) (eq. 13)"
+            + (", mean over the predicted support frames and the query" if self.recurrent else ""),
+            "support": "first frame + one frame per segment (TSN) before the query",
         }
 
     def sampler(self, sequences: list[VideoSequence], seed: int) -> ClipSampler:
-        return ClipSampler(sequences, self.clip_length, seed=seed, max_objects=self.max_objects, max_skip=3)
+        return ClipSampler(sequences, self.clip_length, seed=seed, max_objects=self.max_objects, max_span=self.max_span)
 
     def make_clip(self, sampler: ClipSampler, step: int, index: int) -> Clip:
-        clip = sampler.sample(step, index)
+        clip = _maybe_paste(sampler.sample(step, index), sampler, step, index, self.paste_p)
         rng = sampler.rng(step, 2000 + index)
         if rng.random() < self.flip_p:
             clip = hflip(clip)
@@ -428,23 +486,43 @@ class EmbeddingRecipe:
     def make_batch(self, sampler: ClipSampler, step: int, batch: int | range) -> Batch:
         return _flowless_batch([self.make_clip(sampler, step, i) for i in clip_indices(batch)])
 
-    def loss(self, net: torch.nn.Module, batch: Batch, *, autocast: Any = None) -> tuple[torch.Tensor, dict[str, float]]:
+    def frame_loss(self, out: dict[str, torch.Tensor], labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eq. 13's two terms for one predicted frame: ``(BCE, CE)`` against ``labels (B, H, W)``."""
         import torch.nn.functional as F
 
-        ctx = autocast or contextlib.nullcontext
-        b, length = batch.labels.shape[:2]
-        t = length - 1
-        support = torch.stack([_onehot(batch.labels[:, i], batch.objects) for i in range(t)], 1)  # (B, T, D, H, W)
-        bg = (1.0 - support.sum(2, keepdim=True)).clamp(min=0.0)
-        with ctx():
-            out = net(batch.images[:, t], batch.images[:, :t], torch.cat([bg, support], 2))
-        labels = batch.labels[:, t]
         valid = labels != VOID_ID
         fg = ((labels > 0) & valid).float().unsqueeze(1)
         bce = F.binary_cross_entropy_with_logits(
             out["global_logit"].float(), fg, weight=valid.float().unsqueeze(1), reduction="sum"
         ) / valid.sum().clamp(min=1)
-        ce = F.cross_entropy(out["logits"].float(), labels, ignore_index=VOID_ID)
+        return bce, F.cross_entropy(out["logits"].float(), labels, ignore_index=VOID_ID)
+
+    def loss(self, net: torch.nn.Module, batch: Batch, *, autocast: Any = None) -> tuple[torch.Tensor, dict[str, float]]:
+        ctx = autocast or contextlib.nullcontext
+        t = batch.labels.shape[1] - 1
+
+        def probs(onehot: torch.Tensor) -> torch.Tensor:  # (B, D, H, W) -> (B, 1, D + 1, H, W)
+            bg = (1.0 - onehot.sum(1, keepdim=True)).clamp(min=0.0)
+            return torch.cat([bg, onehot], 1).unsqueeze(1)
+
+        if not self.recurrent:
+            support = torch.cat([probs(_onehot(batch.labels[:, i], batch.objects)) for i in range(t)], 1)
+            with ctx():
+                out = net(batch.images[:, t], batch.images[:, :t], support)
+            bce, ce = self.frame_loss(out, batch.labels[:, t])
+        else:
+            with ctx():
+                feats = net.encode_supports(batch.images[:, :1], probs(_onehot(batch.labels[:, 0], batch.objects)))
+            bce = ce = torch.zeros((), device=batch.images.device)
+            for i in range(1, t + 1):
+                with ctx():
+                    out = net(batch.images[:, i], support=feats)  # through forward: DDP syncs the gradients
+                b_i, c_i = self.frame_loss(out, batch.labels[:, i])
+                bce, ce = bce + b_i / t, ce + c_i / t
+                if i < t:
+                    own = torch.softmax(out["logits"].float(), 1).detach()[:, 1:] * batch.objects[:, :, None, None]
+                    with ctx():
+                        feats = feats.cat(net.encode_supports(batch.images[:, i : i + 1], probs(own)))
         loss = bce + self.lam * ce
         return loss, {"bce": float(bce.detach()), "ce": float(ce.detach())}
 

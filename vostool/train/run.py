@@ -31,7 +31,7 @@ def network_arch(options: TrainOptions) -> dict[str, Any]:
 
     method = options.config.method
     info = method_info(method)
-    arch = dict(info.tiny) if options.variant == "tiny" else {}
+    arch = info.variant_kwargs(options.variant)
     if options.backbone is not None:
         arch.pop("depth", None)
         arch["backbone"] = backbone_name(options.backbone, options.depth)

@@ -63,7 +63,7 @@ def relabel_clip(labels: np.ndarray, max_objects: int | None = None, rng: np.ran
 
 
 class ClipSampler:
-    """Draws clips of ``length`` consecutive frames from a list of sequences.
+    """Draws clips of ``length`` frames in temporal order from a list of sequences.
 
     Args:
         sequences: the training sequences.
@@ -71,6 +71,10 @@ class ClipSampler:
         seed: base seed; the clip of step ``s`` is drawn from ``np.random.default_rng([seed, s])``.
         max_objects: at most this many objects per clip.
         max_skip: frames between consecutive clip frames are drawn in 1..max_skip (1 = adjacent).
+        max_span: when given, clips are drawn as temporal segments instead (TSN's sampling, as
+            the embedding method builds its support set): a span of ``length - 1 ..
+            min(max_span, frames - 1)`` frames, its first and last frame, and one frame drawn
+            in each of ``length - 2`` equal segments between them (``max_skip`` is then unused).
         weights: per-sequence sampling weights (default: proportional to length, so every frame
             is equally likely to start a clip).
         min_fg_pixels: a clip's first frame must contain at least this many object pixels; up to
@@ -85,6 +89,7 @@ class ClipSampler:
         seed: int = 0,
         max_objects: int | None = None,
         max_skip: int = 1,
+        max_span: int | None = None,
         weights: Sequence[float] | None = None,
         min_fg_pixels: int = 16,
     ) -> None:
@@ -95,6 +100,7 @@ class ClipSampler:
         self.seed = int(seed)
         self.max_objects = max_objects
         self.max_skip = max(1, int(max_skip))
+        self.max_span = None if max_span is None else max(1, int(max_span))
         w = np.asarray(weights if weights is not None else [max(len(s) - 1, 1) for s in self.sequences], dtype=np.float64)
         self.p = w / w.sum()
         self.min_fg_pixels = min_fg_pixels
@@ -117,6 +123,10 @@ class ClipSampler:
 
     def _draw(self, seq: VideoSequence, rng: np.random.Generator) -> Clip:
         n = len(seq)
+        if self.max_span is not None and n >= self.length:
+            idx = self._segments(n, rng)
+            labels, k = relabel_clip(seq.labels[idx], self.max_objects, rng)
+            return Clip(seq.images[idx].copy(), labels, k, seq.name)
         skips = rng.integers(1, self.max_skip + 1, size=max(self.length - 1, 0))
         span = int(skips.sum())
         while span >= n and skips.max() > 1:  # sequence too short for these skips: shrink them
@@ -129,3 +139,16 @@ class ClipSampler:
             idx = start + np.concatenate([[0], np.cumsum(skips)]).astype(int)
         labels, k = relabel_clip(seq.labels[idx], self.max_objects, rng)
         return Clip(seq.images[idx].copy(), labels, k, seq.name)
+
+    def _segments(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """Frame indices of a TSN-style clip in a sequence of ``n >= length`` frames (see ``max_span``)."""
+        assert self.max_span is not None
+        inner = self.length - 2
+        span = int(rng.integers(self.length - 1, max(min(self.max_span, n - 1), self.length - 1) + 1))
+        start = int(rng.integers(0, n - span))
+        if inner <= 0:
+            return np.array([start, start + span][: self.length])
+        # Segment j of the open interval (start, start + span) holds frames lo_j .. hi_j - 1.
+        edges = start + 1 + np.floor(np.arange(inner + 1) * (span - 1) / inner).astype(int)
+        mids = [int(rng.integers(lo, max(hi, lo + 1))) for lo, hi in zip(edges[:-1], edges[1:])]
+        return np.array([start, *mids, start + span])
