@@ -87,12 +87,14 @@ Choices where paper and code are silent or differ (kept):
   propagates each group separately and merges by argmax).
 * Vanished objects are carried, not dropped for good. The authors' YouTube-VOS script drops an
   object whose warped mask has no pixel > 0.5, permanently (its mask stays empty). On DAVIS-style
-  video that loses an object after a short occlusion or a brief exit from the frame. Here such an
-  object keeps its slot and its *last-seen mask* (the last frame on which it had a pixel > 0.5):
-  while it is absent, that mask replaces its empty warped one as the input of both modules, and
-  its foreground counts only where the network is confident (``p > 0.5``), so a faint ghost never
-  leaks into the other objects; when the network finds it again it is alive as before. All with
-  tensor masking (no host-device synchronisation).
+  video that loses an object after a short occlusion or a brief exit from the frame. Here an object
+  counts as *vanished* while fewer than ``VANISHED_FRACTION`` (5%) of its largest area so far is
+  above 0.5 (a few stray pixels must not keep a gone object "alive" on a prior too small to find it
+  again). A vanished object keeps its slot and its *last-seen mask* (the last frame on which it
+  was present): that mask replaces its warped one as the input of both modules, and its
+  foreground counts only where the network is confident (``p > 0.5``), so a faint ghost never
+  leaks into the other objects; when the network finds it again it is present as before. All
+  with tensor masking (no host-device synchronisation).
 """
 
 from __future__ import annotations
@@ -307,6 +309,9 @@ class AGSSNet(nn.Module):
         return unpad(logits, pads).unflatten(0, (b, k))
 
 
+VANISHED_FRACTION = 0.05  # an object under 5% of its peak area is searched for with its last-seen mask
+
+
 @dataclasses.dataclass
 class AGSSState(MethodState):
     """AGSS-VOS's per-video state (None until the first objects are given).
@@ -315,14 +320,16 @@ class AGSSState(MethodState):
         ref: ``(G, C5, h, w)`` reference features of the ``G`` reference groups.
         group: ``(K,)`` long, each slot's group.
         member: ``(G, K)`` float, 1 where slot k is in group g.
-        last_seen: ``(K, H, W)`` each object's probability on the last frame where it had a pixel
-            > 0.5 (internal size): the prior of an object that vanished (see the module docstring).
+        last_seen: ``(K, H, W)`` each object's probability on the last frame where it was present
+            (internal size): the prior of an object that vanished (see the module docstring).
+        peak_area: ``(K,)`` each object's largest area so far (pixels > 0.5).
     """
 
     ref: torch.Tensor | None = None
     group: torch.Tensor | None = None
     member: torch.Tensor | None = None
     last_seen: torch.Tensor | None = None
+    peak_area: torch.Tensor | None = None
 
     @property
     def num_objects(self) -> int:
@@ -364,8 +371,8 @@ class AGSS(VOSMethod[AGSSState]):
             return torch.ones((1, *warped.shape[-2:]), device=warped.device)
         if state.num_objects != k or state.member is None or state.group is None:
             raise RuntimeError(f"predict got {k} objects but memorize saw {state.num_objects}")
-        # A vanished object (no warped pixel > 0.5) is searched for with its last-seen mask.
-        alive = (warped > 0.5).flatten(1).any(1)[:, None, None]  # (K, 1, 1)
+        # A vanished object is searched for with its last-seen mask.
+        alive = self._present(state, warped)
         seen = state.last_seen
         if seen is None or seen.shape[-2:] != warped.shape[-2:]:
             seen = warped
@@ -385,16 +392,35 @@ class AGSS(VOSMethod[AGSSState]):
             fg = torch.where(alive, fg, fg * (fg > 0.5))  # a vanished object returns only where confident
             return soft_aggregate(fg)
 
+    @staticmethod
+    def _areas(state: AGSSState, fg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``fg (K, H, W)`` -> each object's area (pixels > 0.5) and its peak area so far, ``(K,)``
+        both (an object without a peak yet has its current area as its peak)."""
+        area = (fg > 0.5).flatten(1).sum(1).float()
+        peak = state.peak_area
+        if peak is None:
+            return area, area
+        known = min(peak.shape[0], area.shape[0])
+        return area, torch.cat([peak[:known].to(area), area[known:]])
+
+    @classmethod
+    def _present(cls, state: AGSSState, fg: torch.Tensor) -> torch.Tensor:
+        """``(K, 1, 1)`` bool: at least ``VANISHED_FRACTION`` of each object's peak area is above 0.5."""
+        area, peak = cls._areas(state, fg)
+        return ((area > 0) & (area >= VANISHED_FRACTION * peak))[:, None, None]
+
     def update(self, state: AGSSState, image: torch.Tensor, prob: torch.Tensor) -> None:
-        """Remember each object's mask on frames where it is present (``last_seen``)."""
+        """Remember each object's mask on frames where it is present (``last_seen``) and its
+        largest area (``peak_area``)."""
         fg = prob[1:]
         prev = state.last_seen
         if prev is None or prev.shape[-2:] != fg.shape[-2:]:
             prev = fg
         elif prev.shape[0] < fg.shape[0]:
             prev = torch.cat([prev, fg[prev.shape[0] :]])
-        present = (fg > 0.5).flatten(1).any(1)[:, None, None]
-        state.last_seen = torch.where(present, fg, prev)
+        state.last_seen = torch.where(self._present(state, fg), fg, prev)
+        area, peak = self._areas(state, fg)
+        state.peak_area = torch.maximum(peak, area)
 
 
 # Default flow: DIS. The paper's FlowNet2-C is replaced by a flow backend; RAFT-small
