@@ -26,7 +26,7 @@ the architecture of a weights file: its ``arch`` metadata).
 Examples::
 
     .venv/bin/python benchmarks/method_speed.py --methods agss,savos --variant tiny --frames 5
-    .venv/bin/python benchmarks/method_speed.py --methods agss --arch '{"backbone": "mobilenet-v2", "mdim": 64}' \
+    .venv/bin/python benchmarks/method_speed.py --methods agss --variant paper --arch '{"backbone": "mobilenet-v2", "mdim": 64}' \
         --size 427x240 --objects 1 --flow dis --threads 2
     .venv/bin/python benchmarks/method_speed.py --device cuda --precision bf16 --variant paper \\
         --flow raft-small --flow-weights ../shared/weights/raft-small.pth --out bench-out/

@@ -109,7 +109,8 @@ def train(config: TrainConfig, quiet: bool, **options: Any) -> None:
 
     \b
     Examples:
-      vostool train --method agss --data DAVIS/ --out runs/a --steps 2000 --depth 18 --base-width 32 --mdim 64
+      vostool train --method agss --data DAVIS/ --out runs/a --steps 1000 --backbone efficientnet-lite2 --mdim 64 --frame-steps
+      vostool train --method agss --data DAVIS/ --out runs/r --backbone resnet18 --base-width 32 --mdim 64 --pretrained none
       vostool train --method agss --out runs/a --resume
       vostool train --method agss --synthetic 20 --variant tiny --out runs/t --steps 50
     """

@@ -61,7 +61,7 @@ BACKBONES = (*RESNETS, "efficientnet-lite0", "efficientnet-lite2", "mobilenet-v2
 """Names accepted by :func:`create_encoder` (and ``--backbone``)."""
 
 TIMM_BACKBONES = {"efficientnet-lite0": "tf_efficientnet_lite0", "efficientnet-lite2": "tf_efficientnet_lite2"}
-"""Backbones built with timm (an optional dependency: ``pip install "vostool[train]"``)."""
+"""Backbones built with timm (a dependency of vostool: the shipped AGSS-VOS weights use one)."""
 
 _DEPTHS: dict[int, tuple[type[nn.Module], tuple[int, int, int, int]]] = {
     18: (BasicBlock, (2, 2, 2, 2)),
@@ -396,7 +396,7 @@ def _out_channels(block: nn.Module) -> int:
 
 
 def timm_available() -> bool:
-    """Whether timm (the ``train`` extra) is importable."""
+    """Whether timm is importable."""
     try:
         import timm  # noqa: F401
     except ImportError:
@@ -408,7 +408,7 @@ def _timm_model(arch: str) -> nn.Module:
     try:
         import timm
     except ImportError:
-        raise InputError(f'the {arch} backbone needs timm; install it with: pip install "vostool[train]"') from None
+        raise InputError(f"the {arch} backbone needs timm; install it with: pip install timm") from None
     return timm.create_model(arch, pretrained=False)
 
 
