@@ -43,6 +43,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from flops import shipped_arch  # noqa: E402  (benchmarks/ is the script's folder)
 
 import vostool  # noqa: E402
 from vostool.datasets import speed_clip  # noqa: E402
@@ -51,8 +52,6 @@ from vostool.io.video import VideoWriter, open_video  # noqa: E402
 from vostool.models import create_method  # noqa: E402
 
 METHODS = ("agss", "savos", "ovsnet", "embedding")
-SHIPPED = {"agss": {"depth": 18, "base_width": 32, "mdim": 64}}
-"""Builder arguments of the weights vostool ships (weights.toml, agss.davis16-compact)."""
 
 
 class Plan:
@@ -86,9 +85,9 @@ def methods(plan: Plan) -> list[dict[str, Any]]:
     for name in METHODS:
         for size, kwargs in plan.variants.items():
             if size == "shipped":
-                if name not in SHIPPED:
+                kwargs = shipped_arch(name)  # the architecture of the weights vostool ships
+                if kwargs is None:
                     continue
-                kwargs = SHIPPED[name]
             torch.manual_seed(0)
             method = create_method(name, **kwargs).to(plan.device).eval()
             for k in plan.objects:

@@ -423,9 +423,8 @@ class AGSS(VOSMethod[AGSSState]):
         state.peak_area = torch.maximum(peak, area)
 
 
-# Default flow: DIS. The paper's FlowNet2-C is replaced by a flow backend; RAFT-small
-# (`--flow raft-small`) needs weights that are not shipped, while the weights vostool ships
-# (agss.davis16-compact) were trained with DIS flow and work offline out of the box.
+# Default flow: DIS. The paper's FlowNet2-C is replaced by a flow backend; the weights vostool
+# ships (agss.davis16-lite2) were trained with DIS flow (`--flow raft-small` also runs offline).
 @register_method(
     "agss",
     AGSS,
