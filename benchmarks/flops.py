@@ -58,7 +58,7 @@ def count(method_name: str, arch: dict, k: int, device: str, height: int = 480, 
     counting = [False]
 
     @contextlib.contextmanager
-    def stage(name: str) -> Iterator[None]:
+    def stage(name: str, *, objects: int | None = None) -> Iterator[None]:
         before = counter.get_total_flops()
         yield
         if counting[0]:

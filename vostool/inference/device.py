@@ -19,8 +19,9 @@ def flush_denormals() -> None:
     """Make the CPU treat subnormal floats (below 1.2e-38 in float32) as zero (FTZ/DAZ).
 
     Softmax affinities and sigmoid tails underflow into subnormals, on which x86 arithmetic is
-    up to ~100x slower: one 5-object frame of the embedding method at 480p took 63 s with them
-    and 15 s without (``benchmarks/denormal_speed.py``). Values that small carry nothing a
+    up to ~100x slower: a profile of one 5-object frame of the embedding method at 480p took 63 s
+    with them and 15 s without (``benchmarks/denormal_speed.py`` measures every method with and
+    without; how many subnormals appear depends on the frames and weights). Values that small carry nothing a
     probability or an activation needs. The setting is per thread and torch's worker threads
     copy it when they start, so it is made once for the process, before torch runs anything
     (:func:`resolve_device` does it; a program that already ran torch work in parallel should
