@@ -167,7 +167,7 @@ def test_killed_run_resumes_to_identical_masks(tmp_path) -> None:
 def test_learned_method_without_weights_stops_and_says_how(clip, capsys, monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("VOSTOOL_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
-    for method, hint in (("ovsnet", "vostool train"), ("embedding", "vostool train")):
+    for method, hint in (("ovsnet", "vostool train"),):
         code, _, err = run([clip["video"], "--mask", clip["mask"], "-o", tmp_path / method, "--method", method, "--offline"], capsys)
         _one_line_error(code, err, hint)
         assert not (tmp_path / method / "masks").exists()

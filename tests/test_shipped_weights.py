@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import vostool
 from vostool.io.masks import read_mask
@@ -57,18 +58,20 @@ def test_shipped_agss_finds_an_object_that_left_and_came_back() -> None:
     assert np.mean(whole) > 0.5 and whole[-1] > 0.5, whole
 
 
-def test_shipped_savos_beats_flow_on_the_held_out_split(shared_dir) -> None:
-    """The shipped compact SAVOS (no flow: the mask and the first frame only) follows the five
-    held-out DAVIS sequences better than warping alone, on average (J over frames 1..n-1)."""
+@pytest.mark.parametrize("method", ["savos", "embedding"])
+def test_shipped_memory_methods_beat_flow_on_the_held_out_split(shared_dir, method: str) -> None:
+    """The shipped compact SAVOS and embedding networks (no flow: the given mask and the frames
+    only) follow the five held-out DAVIS sequences better than warping alone, on average (J over
+    frames 1..n-1)."""
     from vostool.datasets import davis16_val_split
 
     root = shared_dir / "data/davis16-train-240p"
-    scores: dict[str, list[float]] = {"savos": [], "flow": []}
+    scores: dict[str, list[float]] = {method: [], "flow": []}
     for name in davis16_val_split():
         frames = [f.rgb for f in open_video(root / f"JPEGImages/240p/{name}")]
         gts = [read_mask(root / f"Annotations/240p/{name}/{i:05d}.png").ids == 1 for i in range(len(frames))]
-        for method in scores:
-            s = vostool.create_session(method, flow="dis" if method == "flow" else None, device="cpu", offline=True)
+        for m in scores:
+            s = vostool.create_session(m, flow="dis" if m == "flow" else None, device="cpu", offline=True)
             ious = [iou(r.ids == 1, gts[i]) for i, r in enumerate(s.propagate(frames, {0: gts[0].astype(np.uint8)})) if i]
-            scores[method].append(float(np.mean(ious)))
-    assert np.mean(scores["savos"]) > np.mean(scores["flow"]) + 0.08, scores
+            scores[m].append(float(np.mean(ious)))
+    assert np.mean(scores[method]) > np.mean(scores["flow"]) + 0.08, scores
