@@ -373,12 +373,7 @@ class AGSS(VOSMethod[AGSSState]):
             raise RuntimeError(f"predict got {k} objects but memorize saw {state.num_objects}")
         # A vanished object is searched for with its last-seen mask.
         alive = self._present(state, warped)
-        seen = state.last_seen
-        if seen is None or seen.shape[-2:] != warped.shape[-2:]:
-            seen = warped
-        elif seen.shape[0] < k:  # objects memorized since the last update
-            seen = torch.cat([seen, warped[seen.shape[0] :]])
-        prior = torch.where(alive, warped, seen.to(warped.dtype))
+        prior = torch.where(alive, warped, _with_new_objects(state.last_seen, warped))
         x, pads = pad_to_multiple(image, PAD)
         w, _ = pad_to_multiple(prior.to(image.dtype).unsqueeze(1), PAD)  # (K, 1, Hp, Wp)
         with stage("instance-agnostic"):  # with the instance-specific visual feature (shared work)
@@ -393,34 +388,37 @@ class AGSS(VOSMethod[AGSSState]):
             return soft_aggregate(fg)
 
     @staticmethod
-    def _areas(state: AGSSState, fg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _area_and_peak(state: AGSSState, fg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``fg (K, H, W)`` -> each object's area (pixels > 0.5) and its peak area so far, ``(K,)``
         both (an object without a peak yet has its current area as its peak)."""
         area = (fg > 0.5).flatten(1).sum(1).float()
-        peak = state.peak_area
-        if peak is None:
-            return area, area
-        known = min(peak.shape[0], area.shape[0])
-        return area, torch.cat([peak[:known].to(area), area[known:]])
+        return area, _with_new_objects(state.peak_area, area)
+
+    @staticmethod
+    def _is_present(area: torch.Tensor, peak: torch.Tensor) -> torch.Tensor:
+        """``(K, 1, 1)`` bool: at least ``VANISHED_FRACTION`` of each object's peak area is above 0.5."""
+        return ((area > 0) & (area >= VANISHED_FRACTION * peak))[:, None, None]
 
     @classmethod
     def _present(cls, state: AGSSState, fg: torch.Tensor) -> torch.Tensor:
-        """``(K, 1, 1)`` bool: at least ``VANISHED_FRACTION`` of each object's peak area is above 0.5."""
-        area, peak = cls._areas(state, fg)
-        return ((area > 0) & (area >= VANISHED_FRACTION * peak))[:, None, None]
+        """:meth:`_is_present` of ``fg (K, H, W)`` against the state's peak areas."""
+        return cls._is_present(*cls._area_and_peak(state, fg))
 
     def update(self, state: AGSSState, image: torch.Tensor, prob: torch.Tensor) -> None:
         """Remember each object's mask on frames where it is present (``last_seen``) and its
         largest area (``peak_area``)."""
         fg = prob[1:]
-        prev = state.last_seen
-        if prev is None or prev.shape[-2:] != fg.shape[-2:]:
-            prev = fg
-        elif prev.shape[0] < fg.shape[0]:
-            prev = torch.cat([prev, fg[prev.shape[0] :]])
-        state.last_seen = torch.where(self._present(state, fg), fg, prev)
-        area, peak = self._areas(state, fg)
+        area, peak = self._area_and_peak(state, fg)
+        state.last_seen = torch.where(self._is_present(area, peak), fg, _with_new_objects(state.last_seen, fg))
         state.peak_area = torch.maximum(peak, area)
+
+
+def _with_new_objects(stored: torch.Tensor | None, current: torch.Tensor) -> torch.Tensor:
+    """``stored (K0, ...)`` per-object values completed with the rows of ``current (K, ...)`` for
+    the objects memorized since (``current`` itself when nothing is stored or the size changed)."""
+    if stored is None or stored.shape[1:] != current.shape[1:]:
+        return current
+    return torch.cat([stored[: current.shape[0]].to(current), current[stored.shape[0] :]])
 
 
 # Default flow: DIS. The paper's FlowNet2-C is replaced by a flow backend; the weights vostool
