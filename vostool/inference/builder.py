@@ -89,7 +89,8 @@ def create_session(
 
     Args:
         method: a :class:`RunOptions`, a registered method name, or a built :class:`VOSMethod`
-            (its weights already loaded).
+            (its weights already loaded; with ``runtime="auto"`` it runs with torch, since ONNX
+            Runtime and compile would swap its blocks in place).
         flow_estimator: a built flow estimator to use instead of ``options.flow``.
         arrays: ``auto``, ``numpy`` or ``torch``: what the session computes on (see
             :class:`~vostool.inference.session.Session`; ``auto`` picks numpy when it can).
@@ -109,6 +110,8 @@ def create_session(
     else:
         built = method
         options = RunOptions(method=method.name, **fields)
+        if options.runtime == "auto":  # the caller's network stays theirs: ONNX Runtime / compile swap
+            options = dataclasses.replace(options, runtime="torch")  # its blocks in place only when asked
     weights_info = None
     if built is None:
         if arrays == "torch" or method_info(options.method).needs_weights or device_type(options.device) not in ("auto", "cpu"):

@@ -50,17 +50,8 @@ def validation_scores(
     per_seq: dict[str, dict[str, float]] = {}
     j_all: list[float] = []
     f_all: list[float] = []
-    # runtime="torch": the training network itself runs here, and ONNX Runtime / compile would
-    # swap its blocks in place (the optimiser and the export hold those modules).
     session = create_session(
-        method,
-        flow=flow,
-        device=str(device),
-        weights=weights,
-        flow_weights=flow_weights,
-        offline=True,
-        channels_last=False,
-        runtime="torch",
+        method, flow=flow, device=str(device), weights=weights, flow_weights=flow_weights, offline=True, channels_last=False
     )
     with torch.no_grad():
         for seq in sequences:
