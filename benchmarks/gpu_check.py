@@ -5,9 +5,11 @@ Sections (each is timed; a failing one is recorded with its error and the others
 
 * ``methods``: every learned method's frames per second at 1/2/4/8 objects, network alone
   (``predict`` + ``update``, after ``memorize`` of frame 0), 854x480, bf16 autocast, paper size
-  and, where vostool ships weights, shipped size (random weights: speed only).
+  and, where vostool ships weights, shipped size (random weights: speed only), eager and with
+  the heavy blocks captured as CUDA graphs (``--runtime cuda-graphs``, the CUDA default).
 * ``segment``: whole ``vostool segment`` processes on a 480p H.264 mp4 (decode to written
-  masks, no overlay): ``flow``, shipped ``agss`` at its size (240), paper-size ``agss`` in bf16.
+  masks, no overlay): ``flow``, shipped ``agss`` at its size (240) and paper-size ``agss`` in
+  bf16, each with the default runtime (CUDA graphs) and ``--runtime torch``.
 * ``raft_small``: milliseconds per 480p frame pair of RAFT-small (12 iterations), fp32 and bf16.
 * ``train_step``: one AGSS-VOS training step (paper size, 8-frame clips, batch 1, 320x224 crops
   as the recipe): seconds and peak GPU memory.
@@ -24,6 +26,8 @@ fewer objects, in under two minutes on two cores.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import itertools
 import json
 import os
 import platform
@@ -47,6 +51,7 @@ from flops import shipped_arch  # noqa: E402  (benchmarks/ is the script's folde
 
 import vostool  # noqa: E402
 from vostool.datasets import speed_clip  # noqa: E402
+from vostool.inference import blocks  # noqa: E402
 from vostool.io.masks import read_mask, write_index_png  # noqa: E402
 from vostool.io.video import VideoWriter, open_video  # noqa: E402
 from vostool.models import create_method  # noqa: E402
@@ -63,10 +68,11 @@ class Plan:
         self.precision = "bf16" if self.cuda else "fp32"
         self.size = (854, 480) if self.cuda else (224, 128)
         self.objects = (1, 2, 4, 8) if self.cuda else (1, 2)
-        self.frames = 10 if self.cuda else 2
-        self.warmup = 3 if self.cuda else 1
+        self.frames = 30 if self.cuda else 2
+        self.warmup = 5 if self.cuda else 1
+        self.runtimes = ("torch", "cuda-graphs") if self.cuda else ("torch",)
         self.variants: dict[str, dict[str, Any]] = {"paper": {}, "shipped": {}} if self.cuda else {"tiny": {"variant": "tiny"}}
-        self.clip_frames = 120 if self.cuda else 16
+        self.clip_frames = 16  # smoke test's synthetic clip
 
 
 def sync(device: torch.device) -> None:
@@ -82,51 +88,56 @@ def autocast(plan: Plan) -> Any:
 def methods(plan: Plan) -> list[dict[str, Any]]:
     rows = []
     w, h = plan.size
-    for name in METHODS:
-        for size, kwargs in plan.variants.items():
-            if size == "shipped":
-                kwargs = shipped_arch(name)  # the architecture of the weights vostool ships
-                if kwargs is None:
-                    continue
-            torch.manual_seed(0)
-            method = create_method(name, **kwargs).to(plan.device).eval()
-            for k in plan.objects:
-                frames, first = speed_clip(k, h, 1 + plan.warmup + plan.frames, width=w)
-                images = [torch.from_numpy(f).to(plan.device).permute(2, 0, 1)[None].float().div_(255) for f in frames]
-                prob = torch.stack([torch.from_numpy(first == i) for i in range(k + 1)]).to(plan.device).float()
-                if plan.cuda:
-                    torch.cuda.reset_peak_memory_stats(plan.device)
-                with torch.inference_mode(), autocast(plan):
-                    state = method.init_state()
-                    method.memorize(state, images[0], prob, list(range(1, k + 1)))
-                    method.update(state, images[0], prob)
-                    for i in range(1, 1 + plan.warmup + plan.frames):
-                        if i == 1 + plan.warmup:
-                            sync(plan.device)
-                            t0 = time.perf_counter()
-                        warped = prob[1:] if method.uses_flow else torch.zeros_like(prob[1:])
+    for name, (size, kwargs), runtime in itertools.product(METHODS, plan.variants.items(), plan.runtimes):
+        if size == "shipped":
+            kwargs = shipped_arch(name)  # the architecture of the weights vostool ships
+            if kwargs is None:
+                continue
+        torch.manual_seed(0)
+        method = create_method(name, **kwargs).to(plan.device).eval()
+        acc = blocks.Accelerator(method.net, runtime) if runtime != "torch" else None
+        for k in plan.objects:
+            frames, first = speed_clip(k, h, 1 + plan.warmup + plan.frames, width=w)
+            images = [torch.from_numpy(f).to(plan.device).permute(2, 0, 1)[None].float().div_(255) for f in frames]
+            prob = torch.stack([torch.from_numpy(first == i) for i in range(k + 1)]).to(plan.device).float()
+            if plan.cuda:
+                torch.cuda.reset_peak_memory_stats(plan.device)
+            with torch.inference_mode(), autocast(plan):
+                state = method.init_state()
+                method.memorize(state, images[0], prob, list(range(1, k + 1)))
+                method.update(state, images[0], prob)
+                for i in range(1, 1 + plan.warmup + plan.frames):
+                    if i == 1 + plan.warmup:
+                        sync(plan.device)
+                        t0 = time.perf_counter()
+                    warped = prob[1:] if method.uses_flow else torch.zeros_like(prob[1:])
+                    # the session's rule: the first predicted frame shows the accelerator its blocks
+                    with acc.watch() if acc is not None and not acc.done else contextlib.nullcontext():
                         prob = method.predict(state, images[i], warped).float()
                         method.update(state, images[i], prob)
-                    sync(plan.device)
-                fps = plan.frames / (time.perf_counter() - t0)
-                mem = torch.cuda.max_memory_allocated(plan.device) / 2**30 if plan.cuda else None
-                rows.append({"method": name, "size": size, "objects": k, "fps": round(fps, 1), "peak_gib": mem and round(mem, 2)})
-                print(f"  {name} {size} K={k}: {fps:.1f} fps", file=sys.stderr, flush=True)
-            del method
-            if plan.cuda:
-                torch.cuda.empty_cache()
+                sync(plan.device)
+            fps = plan.frames / (time.perf_counter() - t0)
+            mem = torch.cuda.max_memory_allocated(plan.device) / 2**30 if plan.cuda else None
+            row = {"method": name, "size": size, "runtime": runtime, "objects": k, "fps": round(fps, 1)}
+            rows.append({**row, "blocks": len(acc.blocks) if acc else None, "peak_gib": mem and round(mem, 2)})
+            print(f"  {name} {size} {runtime} K={k}: {fps:.1f} fps", file=sys.stderr, flush=True)
+        del method
+        if plan.cuda:
+            torch.cuda.empty_cache()
     return rows
 
 
 def make_clip(plan: Plan, folder: Path) -> tuple[Path, Path]:
-    """A 480p (smoke: small) H.264 mp4 of real DAVIS frames when ../shared has them, else synthetic."""
-    w, h = (854, 480) if plan.cuda else plan.size
-    shared = REPO.parent / "shared" / "data" / "davis16-480p"
+    """The mp4 of the ``segment`` section and its first-frame mask. CUDA: the example clip's 82 real
+    854x480 DAVIS frames played forwards then backwards, twice (328 frames, re-encoded H.264); smoke
+    test: a small synthetic clip."""
     frames: list[np.ndarray]
-    if (shared / "JPEGImages" / "480p" / "bear").is_dir() and plan.cuda:
-        frames = [f.rgb for f in open_video(shared / "JPEGImages" / "480p" / "bear")][: plan.clip_frames]
-        first = read_mask(shared / "Annotations" / "480p" / "bear" / "00000.png").ids
+    if plan.cuda:
+        frames = [f.rgb for f in open_video(REPO / "examples" / "bear.mp4")]
+        frames = (frames + frames[::-1]) * 2
+        first = read_mask(REPO / "examples" / "bear_mask.png").ids
     else:
+        w, h = plan.size
         frames, first = speed_clip(1, h, plan.clip_frames, width=w)
     video, mask = folder / "clip.mp4", folder / "clip_mask.png"
     writer = VideoWriter(video, (frames[0].shape[1], frames[0].shape[0]), 24.0)
@@ -142,13 +153,21 @@ def segment(plan: Plan, folder: Path) -> list[dict[str, Any]]:
     runs = [("flow", ["--method", "flow"])]
     runs.append(("agss shipped, --size 240", ["--method", "agss", "--size", "240"]))
     if plan.cuda:
-        runs.append(("agss paper, random weights, bf16", ["--method", "agss", "--weights", "random", "--precision", "bf16"]))
+        runs.append(("agss shipped, --size 240, --runtime torch", ["--method", "agss", "--size", "240", "--runtime", "torch"]))
+        paper = ["--method", "agss", "--weights", "random", "--precision", "bf16"]
+        runs.append(("agss paper, random weights, bf16", paper))
+        runs.append(("agss paper, random weights, bf16, --runtime torch", [*paper, "--runtime", "torch"]))
     rows = []
     for label, extra in runs:
         cmd = [sys.executable, "-m", "vostool", "segment", str(video), "--mask", str(mask), "-o", str(folder / "out"), "--overwrite"]
         cmd += ["--no-overlay", "--json", "-q", "--device", str(plan.device), *extra]
         t0 = time.perf_counter()
-        r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+        r = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))},
+        )
         wall = time.perf_counter() - t0
         if r.returncode != 0:
             rows.append({"run": label, "error": r.stderr.strip().splitlines()[-1:]})
@@ -263,10 +282,10 @@ def table(report: dict[str, Any]) -> str:
     if isinstance(sec.get("methods"), list):
         ks = sorted({r["objects"] for r in sec["methods"]})
         out += ["## Methods, network alone, FPS (" + report["env"]["precision"] + ")", ""]
-        out += ["| method | size | " + " | ".join(f"{k} obj" for k in ks) + " |", "|---|---|" + "---|" * len(ks)]
-        for key in dict.fromkeys((r["method"], r["size"]) for r in sec["methods"]):
-            fps = {r["objects"]: r["fps"] for r in sec["methods"] if (r["method"], r["size"]) == key}
-            out.append(f"| {key[0]} | {key[1]} | " + " | ".join(str(fps.get(k, "")) for k in ks) + " |")
+        out += ["| method | size | runtime | " + " | ".join(f"{k} obj" for k in ks) + " |", "|---|---|---|" + "---|" * len(ks)]
+        for key in dict.fromkeys((r["method"], r["size"], r["runtime"]) for r in sec["methods"]):
+            fps = {r["objects"]: r["fps"] for r in sec["methods"] if (r["method"], r["size"], r["runtime"]) == key}
+            out.append(f"| {' | '.join(key)} | " + " | ".join(str(fps.get(k, "")) for k in ks) + " |")
         out.append("")
     for name in ("segment", "correctness"):
         rows = sec.get(name)
@@ -325,10 +344,14 @@ def main() -> None:
             except Exception as exc:  # record and go on: one broken part must not hide the others
                 report["sections"][name] = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()[-3000:]}
             report["seconds"][name] = round(time.perf_counter() - t0, 1)
-    report["seconds"]["total"] = round(time.perf_counter() - started, 1)
-    (args.out / "gpu_check.json").write_text(json.dumps(report, indent=1) + "\n")
-    (args.out / "gpu_check.md").write_text(table(report))
+            report["seconds"]["total"] = round(time.perf_counter() - started, 1)
+            write_report(report, args.out)  # after each section: a run stopped early keeps what it measured
     print(table(report))
+
+
+def write_report(report: dict[str, Any], out: Path) -> None:
+    (out / "gpu_check.json").write_text(json.dumps(report, indent=1) + "\n")
+    (out / "gpu_check.md").write_text(table(report))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """A network's heavy blocks: which are chosen, that ONNX Runtime gives torch's results and a
-session torch's masks (skipped without the ``ort`` extra), and that --compile compiles them."""
+session torch's masks (skipped without the ``ort`` extra), that --compile compiles them, and
+that CUDA graphs replay eager results and masks (skipped without CUDA)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from synthetic_videos import moving_objects
 from vostool import create_session
 from vostool.inference import blocks
 
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 needs_ort = pytest.mark.skipif(not blocks.available(), reason="onnxruntime and onnx are not installed (the ort extra)")
 
 
@@ -71,3 +73,53 @@ def test_compile_backend_compiles_the_same_blocks_in_place() -> None:
     with torch.inference_mode(), acc.watch():
         net.run(x)
     assert acc.blocks == ["body", "head.0"] and net.body._compiled_call_impl is not None
+
+
+def test_each_backend_takes_the_tensors_it_can_run() -> None:
+    cpu, half = torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 8, dtype=torch.bfloat16)
+    assert blocks._signature((cpu,)) == ((1, 3, 8, 8),)
+    assert blocks._signature((half,)) is None and blocks._signature((cpu, 3)) is None  # ONNX export: float32 tensors only
+    assert blocks._signature((half,), "compile") == ((1, 3, 8, 8),)
+    assert blocks._signature((cpu,), "cuda-graphs") is None  # graphs capture CUDA work only
+
+
+def test_cuda_graphs_on_the_cpu_is_a_one_line_input_error() -> None:
+    from vostool.errors import InputError
+
+    with pytest.raises(InputError, match="needs a CUDA device"):
+        create_session("agss", method_kwargs={"variant": "tiny"}, weights="random", device="cpu", runtime="cuda-graphs")
+
+
+@needs_cuda
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_cuda_graph_blocks_replay_eager_results_and_return_copies(precision: str) -> None:
+    torch.manual_seed(0)
+    net = Toy().cuda().eval()
+    x = torch.rand(2, 3, 48, 64, device="cuda")
+    cast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=precision == "bf16")
+    inputs = [x * (i + 1) / 3 for i in range(3)]
+    with torch.inference_mode():
+        with cast:
+            expected = [net.run(xi) for xi in inputs]
+        acc = blocks.Accelerator(net, "cuda-graphs")
+        with acc.watch(), cast:
+            net.run(x)
+        assert acc.blocks == ["body", "head.0"] and isinstance(net.body, blocks.GraphBlock)
+        with cast:
+            outs = [net.run(xi) for xi in inputs]  # the first call captures, the others replay
+        assert net.body.captured_shapes == 1
+    for got, want in zip(outs, expected):  # each output kept its values through later replays
+        torch.testing.assert_close(got, want, atol=2e-2, rtol=2e-2)
+
+
+@needs_cuda
+def test_a_session_on_cuda_graphs_gives_the_masks_of_eager_torch() -> None:
+    frames, masks = moving_objects(8, 96, 128, objects=2)
+    runs = {}
+    for runtime in ("torch", "cuda-graphs"):
+        torch.manual_seed(0)
+        s = create_session("agss", method_kwargs={"variant": "tiny"}, weights="random", device="cuda", runtime=runtime)
+        runs[runtime] = [r.ids for r in s.propagate(frames, {0: masks[0]})]
+        assert s.describe()["runtime"].startswith("cuda-graphs (") == (runtime == "cuda-graphs")
+    for a, b in zip(runs["torch"], runs["cuda-graphs"]):
+        assert (a != b).mean() < 1e-3

@@ -27,9 +27,10 @@ FLOW_NAMES = ("dis", "farneback", "raft-small", "raft-large")
 
 PRECISION_NAMES = ("fp32", "bf16", "fp16")
 
-RUNTIME_NAMES = ("auto", "torch", "onnxruntime")
-"""What runs a network on the CPU (:attr:`RunOptions.runtime`)."""
 """Network precisions (autocast dtypes in :data:`vostool.inference.torch_ops.PRECISIONS`)."""
+
+RUNTIME_NAMES = ("auto", "torch", "onnxruntime", "cuda-graphs")
+"""What runs a network's heavy blocks (:attr:`RunOptions.runtime`)."""
 
 
 @dataclass(frozen=True)
@@ -52,9 +53,9 @@ class RunOptions:
         resize_mask: scale masks of another size to the video instead of failing.
         channels_last: channels-last network weights on CUDA (ignored elsewhere).
         compile: ``torch.compile`` the network's blocks (:mod:`vostool.inference.blocks`).
-        runtime: what runs a network on the CPU: ``auto`` (ONNX Runtime for its heavy blocks when
-            the ``ort`` extra is installed, else torch), ``torch`` or ``onnxruntime``
-            (:mod:`vostool.inference.blocks`).
+        runtime: what runs a network's heavy blocks: ``auto`` (on the CPU ONNX Runtime when the
+            ``ort`` extra is installed, on CUDA CUDA graphs, else torch), ``torch``,
+            ``onnxruntime`` (CPU, fp32) or ``cuda-graphs`` (CUDA) (:mod:`vostool.inference.blocks`).
         scales: test scales whose foreground probabilities are averaged (SAVOS's multi-scale
             testing, e.g. ``(0.5, 0.75, 1.0)``); None: the method's single scale.
         method_kwargs: builder keyword arguments (e.g. ``{"variant": "tiny"}``).

@@ -104,7 +104,7 @@ def run_options(
             type=click.Choice(RUNTIME_NAMES),
             default=d.runtime,
             show_default=True,
-            help="What runs the network on the CPU: auto = ONNX Runtime for its heavy blocks when installed (pip install 'vostool[ort]').",
+            help="What runs the network's heavy blocks: auto = ONNX Runtime on the CPU when installed (pip install 'vostool[ort]'), CUDA graphs on CUDA.",
         ),
         click.option(
             "--scales",

@@ -180,7 +180,8 @@ class Session:
 
     def _accelerator(self) -> Any:
         """The :class:`~vostool.inference.blocks.Accelerator` of the network, or None: its blocks
-        compiled (``options.compile``), or run by ONNX Runtime (``options.runtime``; fp32 on the CPU)."""
+        compiled (``options.compile``), run by ONNX Runtime (fp32 on the CPU) or captured as CUDA
+        graphs (CUDA), as ``options.runtime`` says."""
         runtime = self.options.runtime
         if runtime not in RUNTIME_NAMES:
             raise InputError(f"unknown runtime {runtime!r}; choose one of: {', '.join(RUNTIME_NAMES)}")
@@ -194,6 +195,11 @@ class Session:
             return blocks.Accelerator(self.method.net, "compile")
         if runtime == "torch":
             return None
+        on_cuda = device_type(self.device) == "cuda"
+        if runtime == "cuda-graphs" and not on_cuda:
+            raise InputError("--runtime cuda-graphs needs a CUDA device; use --device cuda or another --runtime")
+        if runtime in ("cuda-graphs", "auto") and on_cuda:
+            return blocks.Accelerator(self.method.net, "cuda-graphs")
         usable = device_type(self.device) == "cpu" and self.precision == "fp32"
         if runtime == "onnxruntime":
             if not blocks.available():
