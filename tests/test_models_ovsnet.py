@@ -315,6 +315,22 @@ def test_training_losses_reach_every_parameter() -> None:
     assert_gradients_reach(net.named_parameters(), 80)
 
 
+@pytest.mark.parametrize("empty", [[1], [0, 1]])
+def test_training_on_frames_without_objects_gives_finite_losses(empty: list[int]) -> None:
+    """An object that left the frame, or was cropped away, leaves a frame with no box; a batch
+    may have none at all (a real run stopped at step 101 on such a batch)."""
+    torch.manual_seed(0)
+    net = ovsnet_net(**TINY).train()
+    images, targets = training_batch()
+    for i in empty:
+        t = targets[i]
+        targets[i] = {"boxes": t["boxes"][:0], "labels": t["labels"][:0], "masks": t["masks"][:0], "ids": t["ids"][:0]}
+    losses = net(images, targets)
+    assert all(torch.isfinite(v) for v in losses.values())
+    assert (losses["loss_refine"] > 0) == (len(empty) == 1)
+    sum(losses.values()).backward()
+
+
 def test_mga_gradient_stays_in_mga() -> None:
     torch.manual_seed(0)
     net = ovsnet_net(**TINY).train()

@@ -471,6 +471,10 @@ class OVSNet(nn.Module):
         for props, t in zip(proposals, tgts):
             iou = box_iou(props, t["boxes"])
             n = self.reid_per_image
+            if iou.shape[1] == 0:  # no object in this frame (it left, or the crop cut it away)
+                boxes.append(props[:0])
+                gt_idx.append(torch.zeros(0, dtype=torch.int64, device=props.device))
+                continue
             if iou.shape[1] >= n:
                 best, p = iou.max(0)
                 g = best.topk(n).indices
@@ -481,6 +485,9 @@ class OVSNet(nn.Module):
                 g = g_all[top]
             boxes.append(props[top])
             gt_idx.append(g)
+        if not any(len(g) for g in gt_idx):  # no object in the whole batch: nothing to re-identify or refine
+            zero = sum(f.sum() for f in feats.values()) * 0.0
+            return {**roi_losses, **rpn_losses, "loss_reid": zero, "loss_refine": zero}
         ids = torch.cat([t["ids"][g] for t, g in zip(tgts, gt_idx)])
         labels = torch.cat([t["labels"][g] for t, g in zip(tgts, gt_idx)])
         loss_reid = batch_hard_triplet_loss(self.reid(feats, boxes, image_list.image_sizes), ids)
@@ -508,6 +515,7 @@ class OVSNet(nn.Module):
                             aligned=True,
                         )
                         for t, g, b in zip(tgts, gt_idx, big)
+                        if len(g)
                     ]
                 )[:, 0]
                 > 0.5
