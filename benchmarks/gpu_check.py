@@ -13,8 +13,8 @@ Sections (each is timed; a failing one is recorded with its error and the others
 * ``raft_small``: milliseconds per 480p frame pair of RAFT-small (12 iterations), fp32 and bf16.
 * ``train_step``: one AGSS-VOS training step (paper size, 8-frame clips, batch 1, 320x224 crops
   as the recipe): seconds and peak GPU memory.
-* ``correctness``: the example clip (``examples/bear.mp4``) through the shipped ``agss`` and the
-  ``flow`` method on the CPU and on the device: per-frame IoU of the masks (fp32 and bf16).
+* ``correctness``: the example clip (``examples/bear.mp4``) through every shipped network and the
+  ``flow`` method on the CPU and on the device: per-frame IoU of the masks (fp32; agss in bf16 too).
 
 ``--device cpu`` is the check's own smoke test: the same code on tiny networks, small frames and
 fewer objects, in under two minutes on two cores.
@@ -85,10 +85,10 @@ def autocast(plan: Plan) -> Any:
 
 
 # ------------------------------------------------------------------------------------ sections
-def methods(plan: Plan) -> list[dict[str, Any]]:
+def methods(plan: Plan, names: list[str]) -> list[dict[str, Any]]:
     rows = []
     w, h = plan.size
-    for name, (size, kwargs), runtime in itertools.product(METHODS, plan.variants.items(), plan.runtimes):
+    for name, (size, kwargs), runtime in itertools.product(names, plan.variants.items(), plan.runtimes):
         if size == "shipped":
             kwargs = shipped_arch(name)  # the architecture of the weights vostool ships
             if kwargs is None:
@@ -253,18 +253,16 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if union == 0 else float(np.logical_and(a == b, a > 0).sum() / union)
 
 
-def correctness(plan: Plan) -> list[dict[str, Any]]:
+def correctness(plan: Plan, names: list[str]) -> list[dict[str, Any]]:
     frames = [f.rgb for f in open_video(REPO / "examples" / "bear.mp4")][: 40 if plan.cuda else 12]
     first = read_mask(REPO / "examples" / "bear_mask.png").ids
     base = {"device": "cpu", "runtime": "torch"}
-    cases = [
-        ("flow", {"method": "flow"}, {"method": "flow", "device": str(plan.device), "arrays": "torch"}),
-        ("agss shipped fp32", {"method": "agss", "size": 240}, {"method": "agss", "size": 240, "device": str(plan.device)}),
-    ]
+    cases = [("flow", {"method": "flow"}, {"method": "flow", "device": str(plan.device), "arrays": "torch"})]
+    for name in names:  # every method whose weights vostool ships, at their size (the default)
+        if shipped_arch(name) is not None:
+            cases.append((f"{name} shipped fp32", {"method": name}, {"method": name, "device": str(plan.device)}))
     if plan.cuda:
-        cases.append(
-            ("agss shipped bf16", {"method": "agss", "size": 240}, {"method": "agss", "size": 240, "device": "cuda", "precision": "bf16"})
-        )
+        cases.append(("agss shipped bf16", {"method": "agss"}, {"method": "agss", "device": "cuda", "precision": "bf16"}))
     rows = []
     for label, cpu_run, dev_run in cases:
         ref = _masks({**base, **cpu_run, **({"arrays": "auto"} if cpu_run["method"] == "flow" else {})}, frames, first)
@@ -309,6 +307,7 @@ def main() -> None:
     ap.add_argument("out", type=Path, nargs="?", default=Path("gpu-check"))
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--sections", default="methods,segment,raft_small,train_step,correctness")
+    ap.add_argument("--methods", default=",".join(METHODS), help="methods of the methods and correctness sections")
     args = ap.parse_args()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("gpu_check: no CUDA device here; run with --device cpu for the smoke test")
@@ -330,11 +329,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         fns: dict[str, Callable[[], Any]] = {
-            "methods": lambda: methods(plan),
+            "methods": lambda: methods(plan, args.methods.split(",")),
             "segment": lambda: segment(plan, work),
             "raft_small": lambda: raft_small(plan),
             "train_step": lambda: train_step(plan, work),
-            "correctness": lambda: correctness(plan),
+            "correctness": lambda: correctness(plan, args.methods.split(",")),
         }
         for name in args.sections.split(","):
             print(f"{name} ...", file=sys.stderr, flush=True)
