@@ -15,7 +15,8 @@ whole (a module none of whose submodules is called from outside it). Then, per b
 * ``cuda-graphs`` (CUDA): each block is captured as a CUDA graph per input shape
   (:class:`GraphBlock`): one replay launches all of a block's kernels, where eager PyTorch pays
   the CPU cost of every kernel launch. On an H200 eager networks at 480p are bound by launches
-  (shipped AGSS-VOS: ~11 ms of CPU per frame for a few GMAC), not by the GPU.
+  (shipped AGSS-VOS: ~10 ms of CPU per frame for a few GMAC), not by the GPU; with graphs the
+  methods ran 1.1-2.9x faster there (``benchmarks/gpu_check.py``, README "Speed").
 
 On the CPU, ONNX Runtime runs convolutional blocks 1.4-2.4x faster than eager PyTorch: it
 folds BatchNorm into the convolutions, fuses the activations and keeps its own blocked layout
@@ -194,8 +195,8 @@ class OrtBlock(nn.Module):
 
 
 class GraphBlock(nn.Module):
-    """Stands in for ``module`` on CUDA: each input signature (shapes, dtypes, autocast, grad mode)
-    is captured once as a CUDA graph, then replayed: inputs are copied into the graph's static
+    """Stands in for ``module`` on CUDA: each input signature (shapes, dtypes, autocast, inference
+    mode) is captured once as a CUDA graph, then replayed: inputs are copied into the graph's static
     tensors and the outputs returned as copies (a method may keep them across frames, and the
     next replay overwrites the static ones). The capture is checked against an eager call on
     the same inputs; a block that cannot be captured (a host sync, a data-dependent shape) or
