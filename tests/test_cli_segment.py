@@ -164,13 +164,20 @@ def test_killed_run_resumes_to_identical_masks(tmp_path) -> None:
     assert summary["frames"] == 150 and summary["resumed_from_frame"] > 0
 
 
-def test_learned_method_without_weights_stops_and_says_how(clip, capsys, monkeypatch, tmp_path) -> None:
-    monkeypatch.setenv("VOSTOOL_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
-    for method, hint in (("ovsnet", "vostool train"),):
-        code, _, err = run([clip["video"], "--mask", clip["mask"], "-o", tmp_path / method, "--method", method, "--offline"], capsys)
-        _one_line_error(code, err, hint)
-        assert not (tmp_path / method / "masks").exists()
+@pytest.mark.parametrize("method", ["savos", "embedding", "ovsnet"])
+def test_every_learned_method_runs_offline_out_of_the_box(method, clip, capsys, monkeypatch, tmp_path) -> None:
+    """Each method's shipped weights (and, for ovsnet, the flow they name) come inside the package:
+    with an empty cache and no network, segment runs with the package's pinned files."""
+    monkeypatch.setenv("VOSTOOL_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = tmp_path / method
+    code, stdout, err = run([clip["video"], "--mask", clip["mask"], "-o", out, "--method", method, "--json", "--no-overlay"], capsys)
+    assert code == 0, err
+    summary = json.loads(stdout)
+    w = summary["weights"]
+    assert w["name"] == f"{method}.davis16-mbv2" and w["resolved_by"] == "package" and w["pinned"]
+    assert summary["flow"] == ("dis" if method == "ovsnet" else None) and summary["frames"] == 14
+    assert len(list((out / "masks").glob("*.png"))) == 14
 
 
 def test_random_weights_are_labelled_in_the_report(clip) -> None:

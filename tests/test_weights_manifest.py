@@ -93,9 +93,9 @@ def test_validate_rejects_broken_entries(raw):
     assert "missing licence" in problems
     bad2 = copy.deepcopy(raw)
     bad2["weights"]["raft-small.things"]["source"] = {"kind": "url", "url": "http://example.com/x.pth"}
-    bad2["targets"]["ovsnet"]["how"] = ""
+    bad2["targets"]["resnet18"]["how"] = ""
     problems = "\n".join(validate(bad2))
-    assert "must be https" in problems and "targets.ovsnet" in problems
+    assert "must be https" in problems and "targets.resnet18" in problems
 
 
 def test_load_manifest_reports_invalid_file(tmp_path):
