@@ -164,10 +164,18 @@ def test_killed_run_resumes_to_identical_masks(tmp_path) -> None:
     assert summary["frames"] == 150 and summary["resumed_from_frame"] > 0
 
 
-@pytest.mark.parametrize("method", ["savos", "embedding", "ovsnet"])
-def test_every_learned_method_runs_offline_out_of_the_box(method, clip, capsys, monkeypatch, tmp_path) -> None:
-    """Each method's shipped weights (and, for ovsnet, the flow they name) come inside the package:
-    with an empty cache and no network, segment runs with the package's pinned files."""
+@pytest.mark.parametrize(
+    "method, entry, flow",
+    [
+        ("agss", "agss.davis16-lite2", "dis"),
+        ("savos", "savos.davis16-mbv2", None),
+        ("embedding", "embedding.davis16-mbv2", None),
+        ("ovsnet", "ovsnet.davis16-mbv2", "dis"),
+    ],
+)
+def test_every_learned_method_runs_offline_out_of_the_box(method, entry, flow, clip, capsys, monkeypatch, tmp_path) -> None:
+    """Each method's shipped weights (and the flow they name) come inside the package: with an
+    empty cache and no network, segment runs with the package's pinned files."""
     monkeypatch.setenv("VOSTOOL_CACHE", str(tmp_path / "empty-cache"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     out = tmp_path / method
@@ -175,8 +183,8 @@ def test_every_learned_method_runs_offline_out_of_the_box(method, clip, capsys, 
     assert code == 0, err
     summary = json.loads(stdout)
     w = summary["weights"]
-    assert w["name"] == f"{method}.davis16-mbv2" and w["resolved_by"] == "package" and w["pinned"]
-    assert summary["flow"] == ("dis" if method == "ovsnet" else None) and summary["frames"] == 14
+    assert w["name"] == entry and w["resolved_by"] == "package" and w["pinned"]
+    assert summary["flow"] == flow and summary["frames"] == 14
     assert len(list((out / "masks").glob("*.png"))) == 14
 
 
@@ -197,19 +205,6 @@ def test_random_weights_are_labelled_in_the_report(clip) -> None:
     assert summary["weights"]["name"] == "random" and "speed measurements only" in summary["weights"]["note"]
     assert summary["frames"] == 14
     assert {"instance-agnostic", "instance-specific", "decoder"} <= set(summary["stages"])
-
-
-def test_agss_works_offline_out_of_the_box_with_shipped_weights(clip, capsys, monkeypatch, tmp_path) -> None:
-    monkeypatch.setenv("VOSTOOL_CACHE", str(tmp_path / "empty-cache"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    out = tmp_path / "agss"
-    code, stdout, err = run([clip["video"], "--mask", clip["mask"], "-o", out, "--method", "agss", "--json", "--no-overlay"], capsys)
-    assert code == 0, err
-    summary = json.loads(stdout)
-    w = summary["weights"]
-    assert w["name"] == "agss.davis16-lite2" and w["resolved_by"] == "package" and w["pinned"]
-    assert summary["flow"] == "dis" and summary["frames"] == 14
-    assert len(list((out / "masks").glob("*.png"))) == 14
 
 
 def test_ovsnet_runs_offline_with_its_default_flow_shipped_in_the_package(clip, monkeypatch, tmp_path) -> None:
