@@ -103,13 +103,14 @@ def main() -> None:
         cmd += ["--workers", str(args.workers)] if args.workers else []
         envs = {str(t): {**os.environ, "PYTHONPATH": str(t)} for t in trees}
         for env in envs.values():
-            subprocess.run(cmd, env=env, check=True, capture_output=True)  # warm the page cache
+            # cwd outside every checkout: `python -m vostool` would otherwise import the one in the cwd
+            subprocess.run(cmd, env=env, cwd=tmp, check=True, capture_output=True)  # warm the page cache
         runs: dict[str, list[float]] = {t: [] for t in envs}
         for i in range(args.runs):
             for tree, env in envs.items():  # interleaved: a change of load hits every checkout alike
                 load = os.getloadavg()[0]
                 t0 = time.perf_counter()
-                subprocess.run(cmd, env=env, check=True, capture_output=True)
+                subprocess.run(cmd, env=env, cwd=tmp, check=True, capture_output=True)
                 runs[tree].append(time.perf_counter() - t0)
                 print(f"run {i + 1} {tree}: {runs[tree][-1]:.3f} s, load {load:.2f}", file=sys.stderr, flush=True)
         med = statistics.median(runs[str(trees[0])])

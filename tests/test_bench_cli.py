@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -482,3 +488,39 @@ def test_binary_ids_of_each_annotation_style() -> None:
     # A DAVIS 2017 palette annotation read as DAVIS 2016: union of the objects, void excluded.
     palette = np.array([[0, 1, 2, 255]], np.uint8)
     assert binary_ids(palette).tolist() == [[0, 1, 1, 0]]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or not shutil.which("pgrep"), reason="forked scoring processes: Linux (pgrep)")
+def test_ctrl_c_while_scoring_in_processes(tmp_path: Path) -> None:
+    """Ctrl-C (SIGINT to the whole foreground group) while forked workers score: exit 130, no
+    traceback from the parent or a worker, no worker left behind, no report written."""
+    root, res = tmp_path / "DAVIS", tmp_path / "res"
+    gt = np.zeros((480, 854), np.uint8)
+    cv2.ellipse(gt, (400, 240), (200, 120), 0, 0, 360, 1, -1)
+    write_index_png(tmp_path / "gt.png", gt)
+    write_index_png(tmp_path / "pred.png", np.roll(gt, 5, axis=1))
+    names = [f"s{i:02d}" for i in range(16)]
+    for name in names:  # 16 x 150 full-size frames: seconds of work, every file a link to one PNG
+        (root / "Annotations" / "480p" / name).mkdir(parents=True)
+        (res / name).mkdir(parents=True)
+        for t in range(150):
+            (root / "Annotations" / "480p" / name / f"{t:05d}.png").symlink_to(tmp_path / "gt.png")
+            (res / name / f"{t:05d}.png").symlink_to(tmp_path / "pred.png")
+    (root / "ImageSets" / "2017").mkdir(parents=True)
+    (root / "ImageSets" / "2017" / "val.txt").write_text("\n".join(names) + "\n")
+    out = tmp_path / "report"
+    cmd = [sys.executable, "-m", "vostool", "bench", "--eval-only", "--root", str(root), "--results", str(res), "-o", str(out)]
+    proc = subprocess.Popen([*cmd, "--workers", "2", "-q"], stderr=subprocess.PIPE, text=True, start_new_session=True)
+    children: list[str] = []
+    deadline = time.time() + 60
+    while time.time() < deadline and proc.poll() is None and len(children) < 2:
+        found = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        children = found if len(found) >= 2 else children
+    os.killpg(proc.pid, signal.SIGSTOP)  # hold the group, so Ctrl-C lands while the workers score
+    assert proc.poll() is None and len(children) == 2, "scoring finished before it could be interrupted"
+    os.killpg(proc.pid, signal.SIGINT)
+    os.killpg(proc.pid, signal.SIGCONT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err and err.strip().splitlines() == ["vostool: aborted"], err
+    assert not any(Path(f"/proc/{c}").exists() for c in children)
+    assert not list(out.glob("*.csv")) and not list(out.glob("*.json"))

@@ -205,5 +205,7 @@ def test_fast_png_decoding_equals_pil_for_every_row_filter(tmp_path) -> None:
             np.testing.assert_array_equal(out, img)
         paeth = _png_with_filters(img, [4] * 23, colour)
         assert decode_plane_png(paeth) is None
+        at = data.index(b"IDAT") + 4  # a broken zlib stream: None (PIL then says what is wrong), not an inflater's error
+        assert decode_plane_png(data[:at] + b"\x00\xff" * 4 + data[at + 8 :]) is None
         (tmp_path / "p.png").write_bytes(paeth)
         np.testing.assert_array_equal(read_index_png(tmp_path / "p.png"), img)

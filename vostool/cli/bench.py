@@ -186,7 +186,6 @@ def _bench(
     strict: bool = False,
 ) -> None:
     """Score predictions (``run`` None) or run a method and score its masks; reports and submission."""
-    from ..bench.runner import run_benchmark
     from ..bench.scoring import evaluate, has_ground_truth
 
     score = any(has_ground_truth(s) for s in ds.sequences)
@@ -203,6 +202,7 @@ def _bench(
             settings["results"] = str(results)
         else:
             from ..batch import make_executor
+            from ..bench.runner import run_benchmark
             from ..inference.builder import create_session
             from ..models import method_info
 

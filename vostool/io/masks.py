@@ -522,12 +522,22 @@ def write_gray_png(path: str | os.PathLike[str], gray: np.ndarray, *, compress_l
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
+try:  # ISA-L's inflate: the same bytes as zlib's, in about half the time (the scorer's largest cost)
+    from isal.isal_zlib import decompress as _inflate
+    from isal.isal_zlib import error as _isal_error
+
+    _INFLATE_ERRORS: tuple[type[Exception], ...] = (zlib.error, _isal_error)
+except ImportError:  # no wheel for this platform
+    _inflate = zlib.decompress
+    _INFLATE_ERRORS = (zlib.error,)
+
 
 def decode_plane_png(data: bytes) -> np.ndarray | None:
     """The ``(H, W)`` uint8 samples of an 8-bit grey or palette PNG, or None for any other PNG.
 
     The scorer reads two PNGs per frame, and through PIL that was most of its time; the index
-    PNGs of masks (vostool's, the benchmarks' annotations) are one zlib stream of rows filtered
+    PNGs of masks (vostool's, the benchmarks' annotations) are one zlib stream (inflated by ISA-L
+    where the ``isal`` wheel is installed, else by zlib) of rows filtered
     with None, Sub or Up, undone here exactly: Sub is a running sum along the row and Up one
     down the column, both modulo 256. Interlaced files, other bit depths and colour types,
     and rows filtered with Average or Paeth give None (read them with PIL).
@@ -548,8 +558,8 @@ def decode_plane_png(data: bytes) -> np.ndarray | None:
         return None
     w, h = header[0], header[1]
     try:
-        raw = zlib.decompress(b"".join(idat))
-    except zlib.error:
+        raw = _inflate(b"".join(idat))
+    except _INFLATE_ERRORS:
         return None
     if len(raw) != h * (w + 1):
         return None
