@@ -168,7 +168,7 @@ def test_killed_run_resumes_to_identical_masks(tmp_path) -> None:
     "method, entry, flow",
     [
         ("agss", "agss.davis16-lite2", "dis"),
-        ("savos", "savos.davis16-mbv2", None),
+        ("savos", "savos.davis16-lite2", None),
         ("embedding", "embedding.davis16-mbv2", None),
         ("ovsnet", "ovsnet.davis16-mbv2", "dis"),
     ],

@@ -36,17 +36,22 @@ def test_unknown_names_are_one_line_input_errors() -> None:
         create_method("nope", variant="tiny")
 
 
-def test_compact_variants_build_on_a_pretrainable_torchvision_backbone() -> None:
-    """The shipped sizes: MobileNetV2 encoders (no optional package needed), BatchNorm frozen;
-    explicit kwargs win over the variant's, as for tiny."""
-    from vostool.models.backbones import MobileNetV2Encoder
+def test_compact_variants_are_the_shipped_networks_on_imagenet_backbones() -> None:
+    """The compact sizes are the shipped ones: each method's compact encoder is the backbone its
+    default weights name (savos: EfficientNet-Lite2; embedding, ovsnet: MobileNetV2), BatchNorm
+    frozen; explicit kwargs win over the variant's, as for tiny."""
+    from vostool.models.backbones import EfficientNetLiteEncoder, MobileNetV2Encoder
     from vostool.train.init import encoders_of
+    from vostool.weights import load_manifest
 
+    manifest = load_manifest()
+    kinds = {"efficientnet-lite2": EfficientNetLiteEncoder, "mobilenet-v2": MobileNetV2Encoder}
     for name in ("savos", "embedding", "ovsnet"):
-        assert method_info(name).compact["backbone"] == "mobilenet-v2"
+        backbone = method_info(name).compact["backbone"]
+        assert backbone == manifest.entries[manifest.targets[name].default].arch["backbone"]
         net = create_method(name, variant="compact").net
         encoders = encoders_of(net)
-        assert encoders and all(isinstance(e, MobileNetV2Encoder) for e in encoders)
+        assert encoders and all(isinstance(e, kinds[backbone]) for e in encoders)
         net.train()
         assert not any(m.training for e in encoders for m in e.modules() if isinstance(m, torch.nn.BatchNorm2d))
     assert create_method("savos", variant="compact", mdim=32).net.pred.in_channels == 32
