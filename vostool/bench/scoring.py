@@ -286,13 +286,13 @@ _PR_SET_PDEATHSIG = 1  # Linux prctl option
 
 def _init_worker() -> None:
     """Set up a scoring process: Ctrl-C is left to the parent, which stops the workers (no
-    tracebacks from them), and the worker ends with the parent; glibc serves the frame-sized arrays (~0.4 MB at 480p, several per
-    frame) from the heap instead of a fresh ``mmap`` each, whose page faults took a third of the
-    workers' CPU time."""
+    tracebacks from them); the worker ends with the parent, however that exits; glibc serves
+    the frame-sized arrays (~0.4 MB at 480p, several per frame) from the heap instead of a
+    fresh ``mmap`` each, whose page faults took a third of the workers' CPU time."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         libc = ctypes.CDLL("libc.so.6")
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)  # never outlive the parent, however it exits
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
         if os.getppid() == 1:
             os._exit(1)
         libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)
