@@ -93,3 +93,18 @@ def test_every_module_imports_alone() -> None:
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PACKAGE.parent)
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_help_loads_no_torch() -> None:
+    """``vostool --help`` and each command's ``--help`` answer without importing torch (seconds)."""
+    code = (
+        "import sys\n"
+        "from click.testing import CliRunner\n"
+        "from vostool.cli import SUBCOMMANDS, cli\n"
+        "for args in [['--help']] + [[c, '--help'] for c in SUBCOMMANDS]:\n"
+        "    r = CliRunner().invoke(cli, args)\n"
+        "    assert r.exit_code == 0 and 'Usage' in r.output, (args, r.output)\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(PACKAGE.parent))
+    assert r.returncode == 0, r.stderr[-2000:]

@@ -7,8 +7,7 @@ from typing import Any
 
 import click
 
-from ..models.backbones import BACKBONES
-from ..models.registry import VARIANTS
+from ..models.registry import BACKBONES, VARIANTS
 from ..options import FLOW_NAMES, TrainConfig, TrainOptions, default
 from .options import device_option, train_config_options
 

@@ -51,17 +51,12 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from ..errors import InputError
+from .registry import BACKBONES, RESNETS, TIMM_BACKBONES
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 HALF = (0.5, 0.5, 0.5)
 
-RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101")
-BACKBONES = (*RESNETS, "efficientnet-lite0", "efficientnet-lite2", "mobilenet-v2")
-"""Names accepted by :func:`create_encoder` (and ``--backbone``)."""
-
-TIMM_BACKBONES = {"efficientnet-lite0": "tf_efficientnet_lite0", "efficientnet-lite2": "tf_efficientnet_lite2"}
-"""Backbones built with timm (a dependency of vostool: the shipped AGSS-VOS weights use one)."""
 
 _DEPTHS: dict[int, tuple[type[nn.Module], tuple[int, int, int, int]]] = {
     18: (BasicBlock, (2, 2, 2, 2)),

@@ -35,6 +35,14 @@ Builder = Callable[..., VOSMethod]
 VARIANTS = ("paper", "compact", "tiny")
 """Names accepted by :func:`create_method`'s ``variant``: ``paper`` = the builder's defaults."""
 
+RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101")
+BACKBONES = (*RESNETS, "efficientnet-lite0", "efficientnet-lite2", "mobilenet-v2")
+"""Encoder names accepted by :func:`vostool.models.backbones.create_encoder` (and ``--backbone``);
+kept here, where importing them loads no torch, so the command line lists them fast."""
+
+TIMM_BACKBONES = {"efficientnet-lite0": "tf_efficientnet_lite0", "efficientnet-lite2": "tf_efficientnet_lite2"}
+"""Backbones built with timm (a dependency of vostool: the shipped AGSS-VOS weights use one)."""
+
 
 @dataclass(frozen=True)
 class MethodInfo:
