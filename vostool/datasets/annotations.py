@@ -18,9 +18,12 @@ def binary_ids(raw: np.ndarray) -> np.ndarray:
     """``(H, W)`` uint8 stored values -> ids of a one-object (DAVIS 2016) mask, 0/1 uint8.
 
     0/255 (or 0/1) files: every nonzero pixel is object 1. Palette files with several ids and
-    void: the union of the objects, void (255) excluded.
+    void: the union of the objects, void (255) excluded. A 0/1 ``raw`` is returned as it is.
     """
-    if raw.max() == VOID_ID:
+    top = raw.max(initial=0)
+    if top <= 1:  # already 0/1 (vostool's own masks)
+        return raw
+    if top == VOID_ID:
         objects = cv2.inRange(raw, 1, VOID_ID - 1)
         if cv2.countNonZero(objects):
             return objects // VOID_ID

@@ -567,10 +567,10 @@ def decode_plane_png(data: bytes) -> np.ndarray | None:
     kinds = rows[:, 0]
     if kinds.max(initial=0) > 2:
         return None
-    out = rows[:, 1:].copy()
     sub = kinds == 1
-    if sub.all():
-        return _row_sums(out)
+    if sub.all():  # every row Sub (DAVIS's annotations): no copy of the filtered samples first
+        return _row_sums(rows[:, 1:])
+    out = rows[:, 1:].copy()
     if sub.any():
         out[sub] = _row_sums(out)[sub]
     up = np.flatnonzero(kinds == 2)
