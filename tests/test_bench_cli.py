@@ -495,12 +495,12 @@ def test_ctrl_c_while_scoring_in_processes(tmp_path: Path) -> None:
     """Ctrl-C (SIGINT to the whole foreground group) while forked workers score: exit 130, no
     traceback from the parent or a worker, no worker left behind, no report written."""
     root, res = tmp_path / "DAVIS", tmp_path / "res"
-    gt = np.zeros((480, 854), np.uint8)
-    cv2.ellipse(gt, (400, 240), (200, 120), 0, 0, 360, 1, -1)
+    gt = np.zeros((1080, 1920), np.uint8)
+    cv2.ellipse(gt, (900, 540), (450, 270), 0, 0, 360, 1, -1)
     write_index_png(tmp_path / "gt.png", gt)
     write_index_png(tmp_path / "pred.png", np.roll(gt, 5, axis=1))
     names = [f"s{i:02d}" for i in range(16)]
-    for name in names:  # 16 x 150 full-size frames: seconds of work, every file a link to one PNG
+    for name in names:  # 16 x 150 1080p frames: seconds of work, every file a link to one PNG
         (root / "Annotations" / "480p" / name).mkdir(parents=True)
         (res / name).mkdir(parents=True)
         for t in range(150):
@@ -510,14 +510,25 @@ def test_ctrl_c_while_scoring_in_processes(tmp_path: Path) -> None:
     (root / "ImageSets" / "2017" / "val.txt").write_text("\n".join(names) + "\n")
     out = tmp_path / "report"
     cmd = [sys.executable, "-m", "vostool", "bench", "--eval-only", "--root", str(root), "--results", str(res), "-o", str(out)]
-    proc = subprocess.Popen([*cmd, "--workers", "2", "-q"], stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [*cmd, "--workers", "2", "-q"],
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a background job inherits SIGINT ignored
+    )
     children: list[str] = []
     deadline = time.time() + 60
     while time.time() < deadline and proc.poll() is None and len(children) < 2:
         found = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
         children = found if len(found) >= 2 else children
     os.killpg(proc.pid, signal.SIGSTOP)  # hold the group, so Ctrl-C lands while the workers score
-    assert proc.poll() is None and len(children) == 2, "scoring finished before it could be interrupted"
+
+    def running(pid: str) -> bool:  # not exited, not a zombie
+        stat = Path(f"/proc/{pid}/stat")
+        return stat.exists() and stat.read_text().rsplit(")", 1)[-1].split()[0] != "Z"
+
+    assert proc.poll() is None and len(children) == 2 and all(map(running, children)), "scoring finished before it could be interrupted"
     os.killpg(proc.pid, signal.SIGINT)
     os.killpg(proc.pid, signal.SIGCONT)
     _, err = proc.communicate(timeout=60)
