@@ -43,6 +43,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from score_speed import perturb  # noqa: E402
 
+from vostool.datasets import read_annotation  # noqa: E402
 from vostool.io.masks import read_index_png, write_index_png  # noqa: E402
 
 FRAMES = 1376
@@ -85,8 +86,6 @@ def build(root: Path, dest: Path) -> tuple[Path, Path, int]:
 
 def official_layout(ds: Path, dest: Path) -> Path:
     """A DAVIS 2017-layout copy of the DAVIS 2016 folder ``ds`` for the official toolkit."""
-    from vostool.datasets import read_annotation
-
     (dest / "ImageSets" / "2017").mkdir(parents=True)
     shutil.copyfile(ds / "ImageSets" / "2016" / "val.txt", dest / "ImageSets" / "2017" / "val.txt")
     (dest / "JPEGImages").symlink_to(ds / "JPEGImages")
@@ -125,6 +124,7 @@ def main() -> None:
     ap.add_argument("--official-fps", type=float, default=1376 / 23.3, help="the official toolkit's frames/s when it is not run")
     args = ap.parse_args()
     trees = [t.resolve() for t in (args.tree or [HERE.parent])]
+    official_dir = args.official.resolve() if args.official is not None else None
     with tempfile.TemporaryDirectory() as tmp:
         ds, preds, frames = build(args.root, Path(tmp))
         cmd = [args.python, "-m", "vostool", "bench", "--eval-only", "--root", str(ds), "--dataset", "davis16", "--split", "val"]
@@ -135,11 +135,11 @@ def main() -> None:
             # cwd outside every checkout: `python -m vostool` would otherwise import the one in the cwd
             subprocess.run(cmd, env=env, cwd=tmp, check=True, capture_output=True)  # warm the page cache
         runs: dict[str, list[float]] = {t: [] for t in envs}
-        if args.official is not None:
+        if official_dir is not None:
             official_ds = official_layout(ds, Path(tmp) / "DAVIS2017")
             official_preds = Path(tmp) / "results-official"
             shutil.copytree(preds, official_preds)
-            run_official(args.official.resolve(), official_ds, official_preds, args.official_python)  # warm
+            _, official_jf = run_official(official_dir, official_ds, official_preds, args.official_python)  # warm
             official_runs: list[float] = []
         for i in range(args.runs):
             for tree, env in envs.items():  # interleaved: a change of load hits every checkout alike
@@ -148,12 +148,12 @@ def main() -> None:
                 subprocess.run(cmd, env=env, cwd=tmp, check=True, capture_output=True)
                 runs[tree].append(time.perf_counter() - t0)
                 print(f"run {i + 1} {tree}: {runs[tree][-1]:.3f} s, load {load:.2f}", file=sys.stderr, flush=True)
-            if args.official is not None:
-                off, official_jf = run_official(args.official.resolve(), official_ds, official_preds, args.official_python)
+            if official_dir is not None:
+                off, official_jf = run_official(official_dir, official_ds, official_preds, args.official_python)
                 official_runs.append(off)
                 print(f"run {i + 1} official: {off:.3f} s", file=sys.stderr, flush=True)
         med = statistics.median(runs[str(trees[0])])
-        if args.official is not None:
+        if official_dir is not None:
             off = statistics.median(official_runs)
             official = {
                 "seconds": round(off, 2),
