@@ -12,6 +12,8 @@ from torch import nn
 from synthetic_videos import moving_objects
 from vostool import create_session
 from vostool.inference import blocks
+from vostool.inference.timing import StageTimer
+from vostool.models.base import no_stage
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 needs_ort = pytest.mark.skipif(not blocks.available(), reason="onnxruntime and onnx are not installed (the ort extra)")
@@ -50,6 +52,47 @@ def test_blocks_called_whole_move_to_onnx_runtime_and_give_torch_results(tmp_pat
         assert net.body.exported_shapes == 2
 
 
+class ToyEntry(Toy):
+    """``run`` is an entry point: all of a frame's network work, tensors in and out."""
+
+    entry_points = ("run",)
+
+    def run(self, x: torch.Tensor, *, stage=no_stage) -> torch.Tensor:
+        with stage("body"):
+            y = self.body(x)
+        with stage("head"):
+            return self.head(y) + self.head[0](y)
+
+
+@needs_ort
+def test_an_entry_point_runs_as_one_onnx_runtime_graph_timed_as_network(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("VOSTOOL_CACHE", str(tmp_path))
+    torch.manual_seed(0)
+    net = ToyEntry().eval()
+    keys = list(net.state_dict())
+    x = torch.rand(2, 3, 48, 64)
+    timer = StageTimer()
+    with torch.inference_mode():
+        expected = net.run(x)
+        acc = blocks.Accelerator(net, threads=1)
+        with acc.watch():
+            net.run(x, stage=timer.stage)
+        assert acc.blocks == ["run()"] and isinstance(net.run, blocks.OrtEntry)
+        assert not any(isinstance(m, blocks.OrtBlock) for m in net.modules()) and list(net.state_dict()) == keys
+        for frame in range(1, 4):  # the first call after the watch runs torch and exports, then ONNX Runtime
+            timer.frame = frame
+            torch.testing.assert_close(net.run(x, stage=timer.stage), expected, atol=1e-4, rtol=1e-4)
+        assert set(timer.records[1]) == {"body", "head"} and set(timer.records[3]) == {"network"}
+        assert net.run.block.exported_shapes == 1 and len(list((tmp_path / "onnx").glob("*.onnx"))) == 1
+        torch.testing.assert_close(net.run(x[:1]), expected[:1], atol=1e-4, rtol=1e-4)  # a new shape: exported once more
+        assert net.run.block.exported_shapes == 2 and not net.training  # exporting left the network in eval mode
+        # a second accelerator on the same network (another session) keeps the entry as it is
+        again = blocks.Accelerator(net, threads=1)
+        with again.watch():
+            net.run(x)
+        assert again.blocks == ["run()"] and not any(isinstance(m, blocks.OrtBlock) for m in net.modules())
+
+
 @needs_ort
 def test_a_session_on_onnx_runtime_gives_the_masks_of_torch(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("VOSTOOL_CACHE", str(tmp_path))
@@ -59,7 +102,7 @@ def test_a_session_on_onnx_runtime_gives_the_masks_of_torch(tmp_path, monkeypatc
         torch.manual_seed(0)
         s = create_session("agss", method_kwargs={"variant": "tiny"}, weights="random", device="cpu", runtime=runtime)
         runs[runtime] = [r for r in s.propagate(frames, {0: masks[0]})]
-        assert s.describe()["runtime"].startswith("onnxruntime (") == (runtime == "onnxruntime")
+        assert s.describe()["runtime"] == ("onnxruntime (frame() as one graph), torch" if runtime == "onnxruntime" else "torch")
     for a, b in zip(runs["torch"], runs["onnxruntime"]):
         assert (a.ids != b.ids).mean() < 1e-3
         np.testing.assert_allclose(a.prob.numpy(), b.prob.numpy(), atol=1e-3)

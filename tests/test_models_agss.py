@@ -92,6 +92,9 @@ def test_frame_features_share_work_without_changing_results(groups: int, objects
         r2, atn = net.instance_specific(image, masks)
         torch.testing.assert_close(r2_obj, r2, rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(net.attention(r2_obj, masks), atn, rtol=1e-4, atol=1e-5)
+        # the inference entry point: each object decoded with its own group's m3
+        logits = net.decode(m3[member.argmax(0)], r2, atn)
+        torch.testing.assert_close(net.frame(image, masks, ref, member), logits, rtol=1e-4, atol=1e-5)
 
 
 def test_forward_batch_equals_separate_samples() -> None:

@@ -1,12 +1,20 @@
 """Running the heavy blocks of a network faster: with ONNX Runtime on the CPU, or compiled by
 ``torch.compile`` (``--compile``); the torch network stays the one source of truth.
 
-A method's per-frame rule calls its network through several entry points with Python between
-them (AGSS-VOS: ``instance_agnostic``, ``instance_specific``, ``decode``), so neither a whole
-method nor the network's ``forward`` (which the rule never calls) can be exported or compiled.
-:class:`Accelerator` watches one real frame (``predict`` and ``update``) and picks the *blocks*:
-the submodules that carry the multiply-accumulates (or the time) and are only ever called as a
-whole (a module none of whose submodules is called from outside it). Then, per backend:
+A method's per-frame rule calls its network with Python between the calls, so neither a whole
+method nor the network's ``forward`` (the training entry point) can be exported as such.
+:class:`Accelerator` watches one real frame (``predict`` and ``update``) and picks what to move:
+
+* a network that names *entry points* (``entry_points``: methods that take only tensors, plus
+  an optional ``stage`` keyword, and return tensors, e.g. AGSS-VOS's ``frame``, all of a
+  frame's network work) has each entry the frame called exported whole to ONNX Runtime
+  (:class:`OrtEntry`): one graph lets the runtime fuse across the modules and skips torch's
+  glue between them (shipped AGSS-VOS at 448x256, 1 object, 2 threads: 30 ms per frame as one
+  graph, ~50 ms as separate blocks). Its time is reported as one stage, ``network``. A shape
+  whose export fails runs the entry in torch.
+* otherwise, and for the other backends, the *blocks*: the submodules that carry the
+  multiply-accumulates (or the time) and are only ever called as a whole (a module none of
+  whose submodules is called from outside it). Then, per backend:
 
 * ``onnxruntime``: each block is exported for the exact input shapes it was called with,
   checked against torch on those inputs, and replaced by an :class:`OrtBlock`; a call with other
@@ -125,7 +133,7 @@ class _Exporter:
     def _weights_hash(self, module: nn.Module) -> str:
         key = id(module)
         if key not in self._weights:
-            h = hashlib.sha256(type(module).__qualname__.encode())
+            h = hashlib.sha256(getattr(module, "cache_name", type(module).__qualname__).encode())
             for name, t in module.state_dict().items():
                 h.update(name.encode())
                 h.update(t.detach().cpu().contiguous().numpy().tobytes())
@@ -173,25 +181,68 @@ class OrtBlock(nn.Module):
         self._sessions: dict[tuple[Any, ...], Any] = {}
 
     def forward(self, *args: Any) -> Any:
+        if self.ready(args) and not torch.jit.is_tracing():  # traced inside an entry's export: torch
+            return self.run(args)
+        out = self.torch_module(*args)
+        self.export(args, out)
+        return out
+
+    def ready(self, args: tuple[Any, ...]) -> bool:
+        """Whether a call with ``args`` runs in ONNX Runtime (its shape is exported and checked)."""
         sig = _signature(args)
-        if sig is None:
-            return self.torch_module(*args)
-        if sig not in self._sessions:
-            if len(self._sessions) >= MAX_SHAPES:
-                return self.torch_module(*args)
-            out = self.torch_module(*args)
-            flat = _flat_outputs(out)
-            self._sessions[sig] = self._exporter.session(self.torch_module, args, flat) if flat is not None else None
-            return out
-        sess = self._sessions[sig]
-        if sess is None:
-            return self.torch_module(*args)
+        return sig is not None and self._sessions.get(sig) is not None
+
+    def export(self, args: tuple[Any, ...], out: Any) -> None:
+        """Export the module for the shapes of ``args`` (once; ``out``: torch's output on them,
+        which ONNX Runtime's must match), unless :data:`MAX_SHAPES` are exported already."""
+        sig = _signature(args)
+        if sig is None or sig in self._sessions or len(self._sessions) >= MAX_SHAPES:
+            return
+        flat = _flat_outputs(out)
+        self._sessions[sig] = self._exporter.session(self.torch_module, args, flat) if flat is not None else None
+
+    def run(self, args: tuple[Any, ...]) -> Any:
+        """The exported module on ``args`` (:meth:`ready` must be true)."""
+        sess = self._sessions[_signature(args)]
         outs = [torch.from_numpy(o) for o in sess.run(None, {f"x{i}": a.detach().contiguous().numpy() for i, a in enumerate(args)})]
         return outs[0] if len(outs) == 1 else tuple(outs)
 
     @property
     def exported_shapes(self) -> int:
         return sum(s is not None for s in self._sessions.values())
+
+
+class _Entry(nn.Module):
+    """A network's entry point ``name`` as a module (what ONNX export traces); the network is
+    its only child, so the cache key covers its weights."""
+
+    def __init__(self, net: nn.Module, name: str) -> None:
+        super().__init__()
+        self.net = net
+        self.name = name
+        self.cache_name = f"{type(net).__qualname__}.{name}"
+        self.training = net.training  # the exporter restores this mode on the network afterwards
+
+    def forward(self, *args: torch.Tensor) -> Any:
+        return getattr(type(self.net), self.name)(self.net, *args)
+
+
+class OrtEntry:
+    """Stands in for a network's entry point: a call whose shapes are exported runs as one ONNX
+    Runtime graph, timed as the stage ``network``; others run the torch method (with its own
+    stages) and export those shapes for the next call."""
+
+    def __init__(self, net: nn.Module, name: str, exporter: _Exporter) -> None:
+        self.method = getattr(net, name)
+        self.block = OrtBlock(_Entry(net, name), exporter)
+
+    def __call__(self, *args: torch.Tensor, stage: Any = None) -> Any:
+        if self.block.ready(args):
+            with stage("network") if stage is not None else contextlib.nullcontext():
+                return self.block.run(args)
+        out = self.method(*args) if stage is None else self.method(*args, stage=stage)
+        self.block.export(args, out)
+        return out
 
 
 class GraphBlock(nn.Module):
@@ -303,6 +354,15 @@ class Accelerator:
         self.blocks: list[str] = []
         self.done = False
 
+    def describe(self) -> str:
+        """What runs where, for reports: ``onnxruntime (frame() as one graph), torch``,
+        ``onnxruntime (11 blocks), torch`` or ``torch``."""
+        if not self.blocks:
+            return "torch"
+        entries = [b for b in self.blocks if b.endswith("()")]
+        moved = f"{', '.join(entries)} as one graph" if entries else f"{len(self.blocks)} blocks"
+        return f"{self.backend} ({moved}), torch"
+
     @contextlib.contextmanager
     def watch(self) -> Iterator[None]:
         modules = dict(self.net.named_modules())
@@ -334,6 +394,27 @@ class Accelerator:
 
             return hook
 
+        entries: dict[str, dict[str, Any]] = {}
+
+        def watched_entry(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
+            def call(*args: Any, **kwargs: Any) -> Any:
+                rec = entries.setdefault(name, {"ok": True, "flops": 0})
+                rec["ok"] &= set(kwargs) <= {"stage"} and _signature(args, self.backend) is not None
+                flops = counter.get_total_flops()
+                out = method(*args, **kwargs)
+                rec["ok"] &= _flat_outputs(out) is not None
+                rec["flops"] += counter.get_total_flops() - flops
+                return out
+
+            return call
+
+        entry_names = list(getattr(self.net, "entry_points", ())) if self.backend == "onnxruntime" else []
+        if any(isinstance(vars(self.net).get(n), OrtEntry) for n in entry_names):  # another session's accelerator did
+            self.done, self.blocks = True, [f"{n}()" for n in entry_names if isinstance(vars(self.net).get(n), OrtEntry)]
+            yield
+            return
+        for name in entry_names:  # an instance attribute hides the method for this frame
+            object.__setattr__(self.net, name, watched_entry(name, getattr(self.net, name)))
         handles = []
         for name, m in modules.items():
             if name and not isinstance(m, (OrtBlock, GraphBlock)):
@@ -347,9 +428,20 @@ class Accelerator:
         finally:
             for h in handles:
                 h.remove()
+            for name in entry_names:
+                object.__delattr__(self.net, name)
         self.done = True
         try:
-            self._swap(modules, calls, counter.get_total_flops(), time.thread_time() - t0)
+            total = counter.get_total_flops()
+            chosen = [n for n, rec in entries.items() if rec["ok"] and rec["flops"] >= MIN_SHARE * total]
+            if chosen:
+                exporter = _Exporter(self.threads)
+                for name in chosen:
+                    object.__setattr__(self.net, name, OrtEntry(self.net, name, exporter))
+                self.blocks = [f"{name}()" for name in chosen]
+                log.debug("%s runs %s", self.backend, ", ".join(self.blocks))
+                return
+            self._swap(modules, calls, total, time.thread_time() - t0)
         except Exception as exc:  # never fail a run over an optimisation
             log.debug("%s not used: %s", self.backend, exc)
 

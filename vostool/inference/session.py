@@ -223,7 +223,7 @@ class Session:
         return {
             "method": self.method.name,
             "arrays": self.arrays.kind,
-            "runtime": f"{acc.backend} ({len(acc.blocks)} blocks), torch" if acc is not None and acc.blocks else "torch",
+            "runtime": acc.describe() if acc is not None else "torch",
             "flow": self.flow_estimator.name if self.flow_estimator is not None else None,
             "weights": self.weights,
             "flow_weights": self.flow_estimator.weights if self.flow_estimator is not None else None,

@@ -43,11 +43,16 @@ padded to a multiple of 32 inside; the encoder's input normalisation inside):
   foreground probability ``P_{t,k}``; ``soft_aggregate(torch.sigmoid(logits))`` ->
   ``(B, K + 1, H, W)`` is eq. 4-5, the input of the instance IoU loss (eq. 7). All-zero ``warped``
   rows (padding objects) are allowed.
-* The stages separately (inputs already padded to a multiple of 32, used by the method at
-  inference): :meth:`AGSSNet.instance_agnostic`, :meth:`AGSSNet.instance_specific`,
-  :meth:`AGSSNet.decode`; :meth:`AGSSNet.frame_features` runs the first two sharing their common
-  encoder work (one stem pass for the merged and the per-object masks; with a single object the
-  merged mask is the object's, so its stem + first stage run once), equal to running them apart.
+* The stages separately (inputs already padded to a multiple of 32):
+  :meth:`AGSSNet.instance_agnostic`, :meth:`AGSSNet.instance_specific`, :meth:`AGSSNet.decode`;
+  :meth:`AGSSNet.frame_features` runs the first two sharing their common encoder work (one stem
+  pass for the merged and the per-object masks; with a single object the merged mask is the
+  object's, so its stem + first stage run once), equal to running them apart.
+
+Inference entry point: ``logits = net.frame(image (1, 3, H, W), masks (K, 1, H, W), ref (G, C5,
+H/32, W/32), member (G, K))`` -> ``(K, H, W)``, one frame's whole network work for ``K`` objects
+in ``G`` reference groups (tensors only, so it runs as one ONNX Runtime graph on the CPU:
+:mod:`vostool.inference.blocks`).
 
 BatchNorm is frozen (statistics and affine, as the authors train: ``freeze_bn=True``), so
 ``net.train()`` keeps BN layers in eval mode.
@@ -100,6 +105,7 @@ Choices where paper and code are silent or differ (kept):
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -272,6 +278,38 @@ class AGSSNet(nn.Module):
         fg = (p2[:, 1] - p2[:, 0]).unsqueeze(1)
         return F.interpolate(fg, scale_factor=4, mode="bilinear", align_corners=False)[:, 0]
 
+    entry_points: ClassVar[tuple[str, ...]] = ("frame",)
+    """Methods that take only tensors (and a ``stage`` keyword) and return a tensor: an inference
+    frame's whole network work, which :class:`~vostool.inference.blocks.Accelerator` may run
+    as one graph."""
+
+    def frame(
+        self, image: torch.Tensor, masks: torch.Tensor, ref: torch.Tensor, member: torch.Tensor, *, stage: StageFn = no_stage
+    ) -> torch.Tensor:
+        """One inference frame: the instance-agnostic module once per reference group, the
+        instance-specific module and the decoder once per object.
+
+        Args:
+            image: ``(1, 3, H, W)`` in [0, 1], ``H, W`` multiples of 32.
+            masks: ``(K, 1, H, W)`` the objects' warped masks.
+            ref: ``(G, C5, H/32, W/32)`` the reference groups' features (:meth:`reference`).
+            member: ``(G, K)`` float, 1 where object ``k`` belongs to group ``g`` (one 1 per
+                column); a group's merged mask is the max of its objects' masks.
+            stage: times the three modules (``instance-agnostic``, ``instance-specific``,
+                ``decoder``).
+
+        Returns:
+            ``(K, H, W)`` foreground logits.
+        """
+        with stage("instance-agnostic"):  # with the instance-specific visual feature (shared work)
+            agnostic = (masks[:, 0].unsqueeze(0) * member[:, :, None, None]).amax(1, keepdim=True)  # (G, 1, H, W)
+            m3, r2_obj = self.frame_features(image, agnostic, masks, ref)
+        with stage("instance-specific"):
+            atn = self.attention(r2_obj, masks)
+        with stage("decoder"):
+            m3_obj = (member.t() @ m3.flatten(1)).unflatten(1, m3.shape[1:])  # each object's group's m3
+            return self.decode(m3_obj, r2_obj, atn)
+
     # --- whole-frame entry points (any size) --------------------------------------------------
     def reference(self, image: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         """Reference feature (computed once per video).
@@ -376,14 +414,9 @@ class AGSS(VOSMethod[AGSSState]):
         prior = torch.where(alive, warped, _with_new_objects(state.last_seen, warped))
         x, pads = pad_to_multiple(image, PAD)
         w, _ = pad_to_multiple(prior.to(image.dtype).unsqueeze(1), PAD)  # (K, 1, Hp, Wp)
-        with stage("instance-agnostic"):  # with the instance-specific visual feature (shared work)
-            member = state.member.to(w.dtype)
-            agnostic = (w[:, 0].unsqueeze(0) * member[:, :, None, None]).amax(1, keepdim=True)  # (G, 1, Hp, Wp)
-            m3, r2_obj = self.net.frame_features(x, agnostic, w, state.ref)
-        with stage("instance-specific"):
-            atn = self.net.attention(r2_obj, w)
+        logits = self.net.frame(x, w, state.ref, state.member.to(w.dtype), stage=stage)
         with stage("decoder"):
-            fg = torch.sigmoid(unpad(self.net.decode(m3[state.group], r2_obj, atn), pads).float())
+            fg = torch.sigmoid(unpad(logits, pads).float())
             fg = torch.where(alive, fg, fg * (fg > 0.5))  # a vanished object returns only where confident
             return soft_aggregate(fg)
 
