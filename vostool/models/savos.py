@@ -33,7 +33,9 @@ to a multiple of 32 and ImageNet-normalised inside):
   upsampled x4 bilinearly (``sigmoid`` gives the softmax foreground probability);
   ``softmax_aggregate(torch.sigmoid(logits))`` -> ``(B, K + 1, H, W)`` is eq. 5.
 * Stages on padded inputs: :meth:`SAVOSNet.encode`, :meth:`SAVOSNet.global_conv`,
-  :meth:`SAVOSNet.decode` (1/4-resolution logits).
+  :meth:`SAVOSNet.decode` (1/4-resolution logits); all three and the x4 upsampling:
+  :meth:`SAVOSNet.frame`, the inference entry point (tensors only, so it runs as one ONNX
+  Runtime graph on the CPU: :mod:`vostool.inference.blocks`).
 
 Choices where the paper is silent (kept):
 
@@ -69,7 +71,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -198,10 +200,31 @@ class SAVOSNet(nn.Module):
         b, k = prev.shape[:2]
         x, pads = pad_to_multiple(image, PAD)
         m, _ = pad_to_multiple(prev.flatten(0, 1).unsqueeze(1), PAD)
-        r2, r3, r4, r5 = self.encode(x, m)
-        logits = self.decode(self.global_conv(r5, ref.flatten(0, 1)), r4, r3, r2)
-        logits = F.interpolate(logits.unsqueeze(1), scale_factor=4, mode="bilinear", align_corners=False)[:, 0]
-        return unpad(logits, pads).unflatten(0, (b, k))
+        return unpad(self.frame(x, m, ref.flatten(0, 1)), pads).unflatten(0, (b, k))
+
+    entry_points: ClassVar[tuple[str, ...]] = ("frame",)
+    """Methods that take only tensors (and a ``stage`` keyword) and return a tensor: a frame's
+    whole network work, which :class:`~vostool.inference.blocks.Accelerator` may run as one graph."""
+
+    def frame(self, image: torch.Tensor, masks: torch.Tensor, ref: torch.Tensor, *, stage: StageFn = no_stage) -> torch.Tensor:
+        """Encoder, global convolution and decoder on padded inputs.
+
+        Args:
+            image: ``(B, 3, H, W)`` in [0, 1], ``H, W`` multiples of 32.
+            masks: ``(B * K, 1, H, W)`` guidance masks.
+            ref: ``(B * K, C5, H/32, W/32)`` reference features.
+            stage: times ``encoder``, ``global-conv`` and ``decoder``.
+
+        Returns:
+            ``(B * K, H, W)`` foreground logits (the 1/4 output upsampled x4 bilinearly).
+        """
+        with stage("encoder"):
+            r2, r3, r4, r5 = self.encode(image, masks)
+        with stage("global-conv"):
+            g = self.global_conv(r5, ref)
+        with stage("decoder"):
+            logits = self.decode(g, r4, r3, r2).unsqueeze(1)
+            return F.interpolate(logits, scale_factor=4, mode="bilinear", align_corners=False)[:, 0]
 
 
 def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -279,14 +302,9 @@ class SAVOS(VOSMethod[SAVOSState]):
             size = self._size(hw, s)
             x, pads = pad_to_multiple(_resize(image, size), PAD)
             m, _ = pad_to_multiple(_resize(prev, size), PAD)
-            with stage("encoder"):
-                r2, r3, r4, r5 = self.net.encode(x, m)
-            with stage("global-conv"):
-                g = self.net.global_conv(r5, state.ref[i])
+            logits = self.net.frame(x, m, state.ref[i], stage=stage)
             with stage("decoder"):
-                logits = self.net.decode(g, r4, r3, r2).unsqueeze(1)
-                logits = unpad(F.interpolate(logits, scale_factor=4, mode="bilinear", align_corners=False), pads)
-                fg += torch.sigmoid(_resize(logits.float(), hw)[:, 0])
+                fg += torch.sigmoid(_resize(unpad(logits, pads).float().unsqueeze(1), hw)[:, 0])
         with stage("aggregate"):
             return softmax_aggregate(fg / len(self.scales))
 
