@@ -5,13 +5,12 @@ A method's per-frame rule calls its network with Python between the calls, so ne
 method nor the network's ``forward`` (the training entry point) can be exported as such.
 :class:`Accelerator` watches one real frame (``predict`` and ``update``) and picks what to move:
 
-* a network that names *entry points* (``entry_points``: methods that take only tensors, plus
-  an optional ``stage`` keyword, and return tensors, e.g. AGSS-VOS's ``frame``, all of a
-  frame's network work) has each entry the frame called exported whole to ONNX Runtime
-  (:class:`OrtEntry`): one graph lets the runtime fuse across the modules and skips torch's
-  glue between them (shipped AGSS-VOS at 448x256, 1 object, 2 threads: 30 ms per frame as one
-  graph, ~50 ms as separate blocks). Its time is reported as one stage, ``network``. A shape
-  whose export fails runs the entry in torch.
+* a network that names *entry points* (:mod:`vostool.models.base`; AGSS-VOS's and SAVOS's
+  ``frame``: all of a frame's network work) has each entry the frame called exported whole to
+  ONNX Runtime (:class:`OrtEntry`, for now this backend only): one graph lets the runtime fuse
+  across the modules and skips torch's glue between them (shipped AGSS-VOS at 448x256, 1
+  object, 2 threads: 30 ms per frame as one graph, ~50 ms as separate blocks). A shape whose
+  export fails runs the entry in torch.
 * otherwise, and for the other backends, the *blocks*: the submodules that carry the
   multiply-accumulates (or the time) and are only ever called as a whole (a module none of
   whose submodules is called from outside it). Then, per backend:

@@ -278,10 +278,7 @@ class AGSSNet(nn.Module):
         fg = (p2[:, 1] - p2[:, 0]).unsqueeze(1)
         return F.interpolate(fg, scale_factor=4, mode="bilinear", align_corners=False)[:, 0]
 
-    entry_points: ClassVar[tuple[str, ...]] = ("frame",)
-    """Methods that take only tensors (and a ``stage`` keyword) and return a tensor: an inference
-    frame's whole network work, which :class:`~vostool.inference.blocks.Accelerator` may run
-    as one graph."""
+    entry_points: ClassVar[tuple[str, ...]] = ("frame",)  # tensors only: see vostool.models.base
 
     def frame(
         self, image: torch.Tensor, masks: torch.Tensor, ref: torch.Tensor, member: torch.Tensor, *, stage: StageFn = no_stage

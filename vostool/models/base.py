@@ -21,6 +21,11 @@ Conventions for every method (all tensors on the session's device):
   :attr:`VOSMethod.stages`), so timing is reported in the paper's own terms. A stage whose work
   grows with the objects it handles says how many with ``stage(name, objects=n)``; the timing
   report then also gives its cost per object.
+* A network may name *entry points* (``entry_points``, a class attribute): methods that take
+  only tensors, positionally (plus an optional ``stage`` keyword), and return a tensor or a
+  tuple of tensors, e.g. all of one frame's network work. The session's accelerator may run
+  each as one exported graph (:mod:`vostool.inference.blocks`), its time then reported as one
+  stage, ``network``.
 """
 
 from __future__ import annotations

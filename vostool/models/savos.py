@@ -202,9 +202,7 @@ class SAVOSNet(nn.Module):
         m, _ = pad_to_multiple(prev.flatten(0, 1).unsqueeze(1), PAD)
         return unpad(self.frame(x, m, ref.flatten(0, 1)), pads).unflatten(0, (b, k))
 
-    entry_points: ClassVar[tuple[str, ...]] = ("frame",)
-    """Methods that take only tensors (and a ``stage`` keyword) and return a tensor: a frame's
-    whole network work, which :class:`~vostool.inference.blocks.Accelerator` may run as one graph."""
+    entry_points: ClassVar[tuple[str, ...]] = ("frame",)  # tensors only: see vostool.models.base
 
     def frame(self, image: torch.Tensor, masks: torch.Tensor, ref: torch.Tensor, *, stage: StageFn = no_stage) -> torch.Tensor:
         """Encoder, global convolution and decoder on padded inputs.
