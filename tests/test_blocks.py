@@ -94,15 +94,20 @@ def test_an_entry_point_runs_as_one_onnx_runtime_graph_timed_as_network(tmp_path
 
 
 @needs_ort
-def test_a_session_on_onnx_runtime_gives_the_masks_of_torch(tmp_path, monkeypatch) -> None:
+@pytest.mark.parametrize("method,kwargs,shapes", [("agss", {}, 2), ("savos", {"scales": (0.5, 1.0)}, 4)])
+def test_a_session_on_onnx_runtime_gives_the_masks_of_torch(tmp_path, monkeypatch, method: str, kwargs: dict, shapes: int) -> None:
+    """The frame runs as one graph, exported again when an object is added (agss: a second
+    reference group) and per test scale (savos), with torch's masks."""
     monkeypatch.setenv("VOSTOOL_CACHE", str(tmp_path))
-    frames, masks = moving_objects(8, 96, 128, objects=2)
+    frames, masks = moving_objects(8, 96, 128, objects=3)
+    first = np.where(masks[0] == 3, 0, masks[0]).astype(np.uint8)  # object 3 is given on frame 4
     runs = {}
     for runtime in ("torch", "onnxruntime"):
         torch.manual_seed(0)
-        s = create_session("agss", method_kwargs={"variant": "tiny"}, weights="random", device="cpu", runtime=runtime)
-        runs[runtime] = [r for r in s.propagate(frames, {0: masks[0]})]
+        s = create_session(method, method_kwargs={"variant": "tiny", **kwargs}, weights="random", device="cpu", runtime=runtime)
+        runs[runtime] = [r for r in s.propagate(frames, {0: first, 4: masks[4]})]
         assert s.describe()["runtime"] == ("onnxruntime (frame() as one graph), torch" if runtime == "onnxruntime" else "torch")
+    assert s.method.net.frame.block.exported_shapes == shapes
     for a, b in zip(runs["torch"], runs["onnxruntime"]):
         assert (a.ids != b.ids).mean() < 1e-3
         np.testing.assert_allclose(a.prob.numpy(), b.prob.numpy(), atol=1e-3)
