@@ -59,6 +59,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..io.atomic import write_bytes_atomic
+from ..models.base import no_stage
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,11 @@ def _flat_outputs(out: Any) -> list[torch.Tensor] | None:
     if isinstance(out, tuple) and out and all(isinstance(o, torch.Tensor) for o in out):
         return list(out)
     return None
+
+
+def _feeds(args: tuple[torch.Tensor, ...]) -> dict[str, Any]:
+    """ONNX Runtime's inputs ``x0, x1, ...`` for a block's tensor arguments."""
+    return {f"x{i}": a.detach().contiguous().numpy() for i, a in enumerate(args)}
 
 
 def _close(got: list[torch.Tensor], expected: list[torch.Tensor], rtol: float) -> bool:
@@ -158,7 +164,7 @@ class _Exporter:
                     torch.onnx.export(module, args, buf, input_names=names, dynamo=False, opset_version=17)
                 write_bytes_atomic(path, buf.getvalue())
             sess = self.ort.InferenceSession(str(path), self.options, providers=["CPUExecutionProvider"])
-            got = sess.run(None, {f"x{i}": a.detach().contiguous().numpy() for i, a in enumerate(args)})
+            got = sess.run(None, _feeds(args))
         except Exception as exc:  # an operator the exporter or the runtime lacks: this block stays in torch
             log.debug("ONNX export of %s failed: %s", type(module).__name__, exc)
             return None
@@ -180,16 +186,17 @@ class OrtBlock(nn.Module):
         self._sessions: dict[tuple[Any, ...], Any] = {}
 
     def forward(self, *args: Any) -> Any:
-        if self.ready(args) and not torch.jit.is_tracing():  # traced inside an entry's export: torch
-            return self.run(args)
+        sess = None if torch.jit.is_tracing() else self.lookup(args)  # traced inside an entry's export: torch
+        if sess is not None:
+            return self.run(sess, args)
         out = self.torch_module(*args)
         self.export(args, out)
         return out
 
-    def ready(self, args: tuple[Any, ...]) -> bool:
-        """Whether a call with ``args`` runs in ONNX Runtime (its shape is exported and checked)."""
+    def lookup(self, args: tuple[Any, ...]) -> Any:
+        """The ONNX Runtime session for the shapes of ``args`` (exported and checked), or None."""
         sig = _signature(args)
-        return sig is not None and self._sessions.get(sig) is not None
+        return None if sig is None else self._sessions.get(sig)
 
     def export(self, args: tuple[Any, ...], out: Any) -> None:
         """Export the module for the shapes of ``args`` (once; ``out``: torch's output on them,
@@ -200,10 +207,9 @@ class OrtBlock(nn.Module):
         flat = _flat_outputs(out)
         self._sessions[sig] = self._exporter.session(self.torch_module, args, flat) if flat is not None else None
 
-    def run(self, args: tuple[Any, ...]) -> Any:
-        """The exported module on ``args`` (:meth:`ready` must be true)."""
-        sess = self._sessions[_signature(args)]
-        outs = [torch.from_numpy(o) for o in sess.run(None, {f"x{i}": a.detach().contiguous().numpy() for i, a in enumerate(args)})]
+    def run(self, sess: Any, args: tuple[Any, ...]) -> Any:
+        """The exported module on ``args`` (``sess``: their :meth:`lookup`)."""
+        outs = [torch.from_numpy(o) for o in sess.run(None, _feeds(args))]
         return outs[0] if len(outs) == 1 else tuple(outs)
 
     @property
@@ -235,11 +241,12 @@ class OrtEntry:
         self.method = getattr(net, name)
         self.block = OrtBlock(_Entry(net, name), exporter)
 
-    def __call__(self, *args: torch.Tensor, stage: Any = None) -> Any:
-        if self.block.ready(args):
-            with stage("network") if stage is not None else contextlib.nullcontext():
-                return self.block.run(args)
-        out = self.method(*args) if stage is None else self.method(*args, stage=stage)
+    def __call__(self, *args: torch.Tensor, **kwargs: Any) -> Any:
+        sess = self.block.lookup(args)
+        if sess is not None:
+            with kwargs.get("stage", no_stage)("network"):
+                return self.block.run(sess, args)
+        out = self.method(*args, **kwargs)
         self.block.export(args, out)
         return out
 
@@ -408,8 +415,9 @@ class Accelerator:
             return call
 
         entry_names = list(getattr(self.net, "entry_points", ())) if self.backend == "onnxruntime" else []
-        if any(isinstance(vars(self.net).get(n), OrtEntry) for n in entry_names):  # another session's accelerator did
-            self.done, self.blocks = True, [f"{n}()" for n in entry_names if isinstance(vars(self.net).get(n), OrtEntry)]
+        swapped = [n for n in entry_names if isinstance(vars(self.net).get(n), OrtEntry)]
+        if swapped:  # another session's accelerator did
+            self.done, self.blocks = True, [f"{n}()" for n in swapped]
             yield
             return
         for name in entry_names:  # an instance attribute hides the method for this frame
