@@ -8,7 +8,18 @@ import cv2
 import numpy as np
 import pytest
 
-from vostool.bench.metrics import boundary_map, boundary_radius, decay_bins, dilate_disk, disk, disk_rectangles, frame_scores, statistics
+from vostool.bench.metrics import (
+    boundary_map,
+    boundary_radius,
+    decay_bins,
+    dilate_disk_bits,
+    disk,
+    disk_half_widths,
+    frame_scores,
+    object_pairs,
+    score_pairs,
+    statistics,
+)
 from vostool.bench.reference import reference_boundary, reference_decay, reference_dilate, reference_f, reference_j
 
 
@@ -39,29 +50,37 @@ def test_disk_matches_the_euclidean_definition() -> None:
     assert disk(1).tolist() == [[0, 1, 0], [1, 1, 1], [0, 1, 0]]
 
 
+def _dilate_bits(m: np.ndarray, r: int) -> np.ndarray:
+    """``(C, H, W)`` 0/1 uint8 through the bit-packed dilation and back."""
+    c, h, w = m.shape
+    planes = np.zeros((c, h, (w + 63) // 64 * 64), np.uint8)
+    planes[:, :, :w] = m
+    bits = np.packbits(planes, axis=-1, bitorder="little").view("<u8")
+    out = dilate_disk_bits(bits, r)
+    return np.unpackbits(out.view(np.uint8), axis=-1, bitorder="little")[:, :, :w]
+
+
 def test_cv2_dilation_with_disk_equals_reference_dilation() -> None:
     rng = np.random.default_rng(3)
     m = (rng.random((40, 50)) > 0.97).astype(np.uint8)
     m[0, 0] = m[-1, -1] = m[0, -1] = 1  # corners: dilation must clip at the border
     for r in (1, 3, 8):
         assert np.array_equal(cv2.dilate(m, disk(r)).astype(bool), reference_dilate(m, r))
-        assert np.array_equal(dilate_disk(m, r), cv2.dilate(m, disk(r)))
+        assert np.array_equal(_dilate_bits(m[None], r)[0], cv2.dilate(m, disk(r)))
 
 
-@pytest.mark.parametrize("r", range(0, 26))
-def test_disk_is_the_union_of_its_rectangles(r: int) -> None:
-    union = np.zeros((2 * r + 1, 2 * r + 1), np.uint8)
-    for k in disk_rectangles(r):
-        kh, kw = k.shape
-        union[r - kh // 2 : r + kh // 2 + 1, r - kw // 2 : r + kw // 2 + 1] = 1
-    assert np.array_equal(union, disk(r))
-    assert len(disk_rectangles(8)) == 6
-    # Two channels are dilated independently, like two separate calls.
+@pytest.mark.parametrize("r", [*range(0, 26), 31, 32, 33, 40, 63, 64, 70])
+def test_bit_packed_dilation_equals_opencv_with_the_disk(r: int) -> None:
+    """Every radius (4K frames need 36, 8K 71), rows across several 64-bit words, pixels at the
+    array's edges, two channels dilated independently."""
     rng = np.random.default_rng(r)
-    two = (rng.random((30, 37, 2)) > 0.95).astype(np.uint8)
-    d = dilate_disk(two, r)
+    h, w = int(rng.integers(3, 60)), int(rng.integers(60, 300))
+    two = (rng.random((2, h, w)) > 0.97).astype(np.uint8)
+    two[0, 0, 0] = two[0, -1, -1] = two[1, :, 63] = two[1, :, 64] = 1
+    d = _dilate_bits(two, r)
     for c in range(2):
-        assert np.array_equal(d[..., c], cv2.dilate(np.ascontiguousarray(two[..., c]), disk(r)))
+        assert np.array_equal(d[c], cv2.dilate(two[c], disk(r), borderType=cv2.BORDER_CONSTANT, borderValue=0))
+    assert disk_half_widths(8) == (8, 7, 7, 7, 6, 6, 5, 3, 0)
 
 
 # ---------------------------------------------------------------- boundary maps by hand
@@ -227,3 +246,25 @@ def test_stray_pixels_and_distant_objects_equal_reference() -> None:
     precision = n_g / float(n_g + 4 + 4 + 3)
     _, f = frame_scores(gt, pred, [1])
     assert f[0] == 2 * precision * 1.0 / (precision + 1.0)
+
+
+def test_many_frames_in_one_call_score_like_one_frame_at_a_time() -> None:
+    """The scorer matches the boundaries of many frames in one bit-packed dilation (regions of
+    different sizes stacked): each frame's numbers are those of scoring it alone, and the
+    reference's."""
+    from vostool.io.masks import BoxedPlane
+
+    rng = np.random.default_rng(11)
+    h, w = 90, 170
+    pairs, alone, ref = [], [], []
+    for t in range(12):
+        gt = _blobby(rng, h, w, 2)
+        pred = np.roll(gt, int(rng.integers(-6, 7)), axis=1) if t % 3 else _blobby(rng, h, w, 2)
+        if t == 5:
+            pred[:] = 0  # an empty prediction among the others
+        pairs += object_pairs(BoxedPlane.of(gt), BoxedPlane.of(pred), [1, 2])
+        alone.append(np.stack(frame_scores(gt, pred, [1, 2], 2), axis=1))
+        ref += [(reference_j(gt == k, pred == k), reference_f(gt == k, pred == k, 2)) for k in (1, 2)]
+    j, f = score_pairs(pairs, 2)
+    assert np.array_equal(np.stack([j, f], axis=1), np.concatenate(alone))
+    assert np.array_equal(np.stack([j, f], axis=1), np.array(ref))

@@ -209,3 +209,37 @@ def test_fast_png_decoding_equals_pil_for_every_row_filter(tmp_path) -> None:
         assert decode_plane_png(data[:at] + b"\x00\xff" * 4 + data[at + 8 :]) is None
         (tmp_path / "p.png").write_bytes(paeth)
         np.testing.assert_array_equal(read_index_png(tmp_path / "p.png"), img)
+
+
+def test_boxed_decoding_gives_the_tight_box_of_the_objects() -> None:
+    """The scorer's decoder unfilters only the box of the nonzero samples (Sub rows: found from
+    the filtered bytes): the box is the tight one and the samples in it exact, for objects away
+    from the edges, touching the right edge in one row only, ids whose steps wrap modulo 256,
+    a single pixel, and an empty mask."""
+    from vostool.io.masks import BoxedPlane, decode_plane_png_boxed
+
+    rng = np.random.default_rng(1)
+    h, w = 19, 40
+    cases = []
+    m = np.zeros((h, w), np.uint8)
+    m[4:9, 6:15] = 200
+    m[6:12, 10:13] = 100  # 200 -> 100 -> 0: steps of -100 and -100 (wrapping modulo 256)
+    cases.append(m)
+    m2 = m.copy()
+    m2[15, 30:] = 3  # one row ends on an object
+    cases.append(m2)
+    m3 = np.zeros((h, w), np.uint8)
+    m3[7, 0] = 1  # a single pixel at the left edge
+    cases.append(m3)
+    cases.append(np.zeros((h, w), np.uint8))
+    cases.append((rng.random((h, w)) < 0.05).astype(np.uint8) * 255)
+    for img in cases:
+        expected = BoxedPlane.of(img)
+        for kinds in ([0] * h, [1] * h, [2] * h, list(rng.integers(0, 3, h))):
+            out = decode_plane_png_boxed(_png_with_filters(img, kinds, 3))
+            assert out is not None and out.box == expected.box and out.shape == (h, w)
+            if expected.box is None:
+                assert out.crop is None
+            else:
+                np.testing.assert_array_equal(out.crop, expected.crop)
+            np.testing.assert_array_equal(out.dense(), img)

@@ -8,7 +8,7 @@
 * :mod:`.synthetic` — synthetic videos with exact labels (pretraining, tests, speed clips).
 """
 
-from .annotations import binary_ids, read_annotation
+from .annotations import binary_ids, read_annotation, read_annotation_boxed
 from .layouts import Dataset, SequenceInfo, open_dataset
 from .sequences import VideoSequence, load_dataset
 from .splits import davis16_val_split, held_out_names, read_split_file
@@ -26,6 +26,7 @@ __all__ = [
     "load_dataset",
     "open_dataset",
     "read_annotation",
+    "read_annotation_boxed",
     "read_split_file",
     "speed_clip",
 ]

@@ -11,7 +11,7 @@ import os
 import cv2
 import numpy as np
 
-from ..io.masks import VOID_ID, read_index_png
+from ..io.masks import VOID_ID, BoxedPlane, read_index_png, read_index_png_boxed
 
 
 def binary_ids(raw: np.ndarray) -> np.ndarray:
@@ -39,7 +39,18 @@ def read_annotation(path: str | os.PathLike[str], binary: bool, *, keep_void: bo
         keep_void: keep void pixels as 255 (training losses ignore them); by default they are
             background, as the semi-supervised evaluation sees them.
     """
-    raw = read_index_png(path)
+    return _annotation_ids(read_index_png(path), binary, keep_void)
+
+
+def read_annotation_boxed(path: str | os.PathLike[str], binary: bool) -> BoxedPlane:
+    """:func:`read_annotation` (void as background) as a :class:`~vostool.io.masks.BoxedPlane`."""
+    raw = read_index_png_boxed(path)
+    if raw.box is None:
+        return raw
+    return BoxedPlane(_annotation_ids(raw.crop, binary, False), raw.box, raw.shape)
+
+
+def _annotation_ids(raw: np.ndarray, binary: bool, keep_void: bool) -> np.ndarray:
     if binary:
         return binary_ids(raw)
     if not keep_void and raw.max() == VOID_ID:
