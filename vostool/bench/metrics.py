@@ -46,28 +46,26 @@ def disk(radius: int) -> np.ndarray:
     return ((r[None, :] ** 2 + r[:, None] ** 2) <= radius * radius).astype(np.uint8)
 
 
-_NEIGHBOURS = np.ones((2, 2), np.uint8)
-
-
 def boundary_map(mask: np.ndarray) -> np.ndarray:
     """Boundary pixels of a binary mask, DAVIS ``seg2bmap`` rule (no thinning).
 
     A pixel is boundary when it differs from its right, lower or lower-right neighbour; the
     last row compares only with the right neighbour, the last column only with the lower one,
     and the bottom-right pixel is never boundary (so image borders are never boundary).
-    Computed as the morphological gradient (max - min) over the 2x2 window whose top-left is
-    the pixel, with pixels outside the image ignored, which is exactly that rule.
+    Computed by the scorer's own code (on the mask's box, :func:`score_pairs`).
 
     Args:
-        mask: ``(H, W)`` bool or 0/1 integer array.
+        mask: ``(H, W)`` bool or integer array (nonzero = object).
 
     Returns:
         ``(H, W)`` uint8 array of 0/1.
     """
-    s = np.asarray(mask)
-    if s.dtype != np.uint8 or s.max(initial=0) > 1:
-        s = s.astype(bool).view(np.uint8)
-    return cv2.morphologyEx(s, cv2.MORPH_GRADIENT, _NEIGHBOURS, anchor=(0, 0))
+    m = BoxedPlane.of(np.asarray(mask).astype(bool).view(np.uint8))
+    out = np.zeros(m.shape, np.uint8)
+    if m.box is not None:
+        b, at, _ = _boundary(m.crop, m.box, *m.shape)
+        out[at[1] : at[3], at[0] : at[2]] = b
+    return out
 
 
 @functools.cache
@@ -170,12 +168,24 @@ def _part(a: np.ndarray, at: Box, r: Box) -> np.ndarray:
 
 def _boundary(m: np.ndarray, box: Box, h: int, w: int) -> tuple[np.ndarray, Box, int]:
     """Boundary map of the 0/1 mask ``m`` (covering ``box``, 0 elsewhere) on ``box`` grown by one
-    pixel, where all of it lies (zeros added where the image goes on); with its box and count."""
+    pixel, where all of it lies; with its box and count.
+
+    A pixel differs from its right, lower or lower-right neighbour (XORs of shifted views, half
+    the time of OpenCV's morphological gradient). The neighbours past the grown box are 0
+    inside the image, and copies of the edge at the image's right and bottom edges (so the
+    edge never differs from the outside: the DAVIS rule).
+    """
     at = _grow(box, 1, h, w)
-    pad = (box[1] - at[1], at[3] - box[3], box[0] - at[0], at[2] - box[2])
-    if any(pad):
-        m = cv2.copyMakeBorder(m, *pad, cv2.BORDER_CONSTANT, value=0)
-    b = cv2.morphologyEx(m, cv2.MORPH_GRADIENT, _NEIGHBOURS, anchor=(0, 0))
+    bottom, right = at[3] - box[3], at[2] - box[2]
+    m = cv2.copyMakeBorder(m, box[1] - at[1], bottom + 1, box[0] - at[0], right + 1, cv2.BORDER_CONSTANT, value=0)
+    if not bottom:
+        m[-1] = m[-2]
+    if not right:
+        m[:, -1] = m[:, -2]
+    here = m[:-1, :-1]
+    b = cv2.bitwise_xor(here, m[:-1, 1:])
+    cv2.bitwise_or(b, cv2.bitwise_xor(here, m[1:, :-1]), dst=b)
+    cv2.bitwise_or(b, cv2.bitwise_xor(here, m[1:, 1:]), dst=b)
     return b, at, cv2.countNonZero(b)
 
 
@@ -281,17 +291,15 @@ def object_pairs(gt: BoxedPlane, pred: BoxedPlane, object_ids: Sequence[int]) ->
     """The :data:`ObjectPair` of each id in ``object_ids`` on one frame (ground truth and prediction ids, boxed)."""
     if gt.shape != pred.shape:
         raise ValueError(f"ground truth {gt.shape} and prediction {pred.shape} differ in size")
-    g_top = int(gt.crop.max()) if gt.box else 0
-    p_top = int(pred.crop.max()) if pred.box else 0
-    return [(*_object_mask(gt, g_top, k), *_object_mask(pred, p_top, k), gt.shape) for k in object_ids]
+    return [(*_object_mask(gt, k), *_object_mask(pred, k), gt.shape) for k in object_ids]
 
 
-def _object_mask(ids: BoxedPlane, top: int, k: int) -> tuple[np.ndarray | None, Box | None]:
+def _object_mask(ids: BoxedPlane, k: int) -> tuple[np.ndarray | None, Box | None]:
     """0/1 uint8 mask of id ``k`` on its tight box (None, None when absent); a 0/1 plane's
     object 1 is its crop as it is."""
-    if ids.box is None or k > top:
+    if ids.box is None or k > ids.top:
         return None, None
-    if k == 1 and top == 1:
+    if k == 1 and ids.top == 1:
         return ids.crop, ids.box
     m = (ids.crop == k).view(np.uint8)
     x, y, w, h = cv2.boundingRect(m)

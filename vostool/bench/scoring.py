@@ -27,6 +27,7 @@ on two cores). Elsewhere (no safe ``fork``) it uses threads.
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import multiprocessing
 import os
@@ -70,11 +71,11 @@ class ObjectResult:
     j: np.ndarray
     f: np.ndarray
 
-    @property
+    @functools.cached_property
     def j_stats(self) -> Stats:
         return statistics(self.j)
 
-    @property
+    @functools.cached_property
     def f_stats(self) -> Stats:
         return statistics(self.f)
 
@@ -170,37 +171,37 @@ class ScoreTask:
     """Frames without a ground-truth PNG (not scored; reported)."""
 
 
-def _read_prediction(path: Path, task: ScoreTask, shape: tuple[int, int], num_objects: int) -> BoxedPlane:
-    if not path.is_file():
+def _read_prediction(file: str, task: ScoreTask, shape: tuple[int, int], num_objects: int) -> BoxedPlane:
+    # ``file`` a string: pathlib's parsing cost more than reading a small PNG
+    if not os.path.isfile(file):
         raise InputError(
-            f"prediction missing for sequence {task.name} frame {path.stem}: {path} "
+            f"prediction missing for sequence {task.name} frame {Path(file).stem}: {file} "
             "(results need <results>/<sequence>/<frame>.png for every annotated frame)"
         )
-    pred = read_index_png_boxed(path)
+    pred = read_index_png_boxed(file)
     if pred.shape != shape:
         if not task.resize:
             raise InputError(
-                f"sequence {task.name}: prediction {path.name} is {pred.shape[1]}x{pred.shape[0]} but the ground truth "
+                f"sequence {task.name}: prediction {Path(file).name} is {pred.shape[1]}x{pred.shape[0]} but the ground truth "
                 f"is {shape[1]}x{shape[0]}; write masks at the annotation size or pass --resize"
             )
         pred = BoxedPlane.of(cv2.resize(pred.dense(), (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST_EXACT))
-    if pred.box is None:
+    if pred.top <= 1:
         return pred
-    ids = pred.crop
+    ids, top = pred.crop, pred.top
     if task.binary:
         return BoxedPlane(binary_ids(ids), pred.box, shape)
-    top = int(ids.max())
     if top > num_objects:
         if num_objects == 1 and top == VOID_ID and not cv2.countNonZero(cv2.inRange(ids, 2, VOID_ID - 1)):
             return BoxedPlane((ids != 0).view(np.uint8), pred.box, shape)
         raise InputError(
-            f"sequence {task.name} frame {path.stem}: prediction has object id {top} but the ground truth has "
-            f"{num_objects} object(s) (ids 1..{num_objects}); fix the ids in {path}"
+            f"sequence {task.name} frame {Path(file).stem}: prediction has object id {top} but the ground truth has "
+            f"{num_objects} object(s) (ids 1..{num_objects}); fix the ids in {file}"
         )
     return pred
 
 
-_FRAMES_PER_CALL = 16
+_FRAMES_PER_CALL = 8
 """Frames whose boundaries are matched in one call: numpy's per-call cost shared, arrays still in cache."""
 
 
@@ -239,8 +240,8 @@ def score_sequence(task: ScoreTask) -> SequenceResult:
 
     for n, stem in enumerate(scored):
         live = [k for k, f in objects if stem > f]
-        gt = read_annotation_boxed(ann / f"{stem}.png", task.binary)
-        pred = _read_prediction(res / f"{stem}.png", task, gt.shape, max_id)
+        gt = read_annotation_boxed(os.path.join(ann, stem + ".png"), task.binary)
+        pred = _read_prediction(os.path.join(res, stem + ".png"), task, gt.shape, max_id)
         radius = radius or boundary_radius(*gt.shape)
         pairs += object_pairs(gt, pred, live)
         owners += [(k, stem) for k in live]

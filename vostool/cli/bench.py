@@ -167,7 +167,13 @@ def _progress(console: Any) -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=console.quiet,  # no refresh thread for nothing
     )
 
 
@@ -250,7 +256,8 @@ def _bench(
     from ..bench.report import global_csv, print_table, write_reports
 
     paths = write_reports(result, output or results, settings, json_path=json_path)
-    print_table(result, console)
+    if not console.quiet:  # a quiet console would still lay the table out
+        print_table(result, console)
     console.print(f"reports: {paths['global']}, {paths['per_sequence']}, {paths['json']}")
     click.echo(global_csv(result), nl=False)
 

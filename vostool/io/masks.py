@@ -31,6 +31,7 @@ almost none).
 
 from __future__ import annotations
 
+import functools
 import os
 import struct
 import threading
@@ -570,6 +571,11 @@ class BoxedPlane:
             return cls(None, None, (h, w))
         return cls(plane[y : y + bh, x : x + bw], (x, y, x + bw, y + bh), (h, w))
 
+    @functools.cached_property
+    def top(self) -> int:
+        """The largest sample (0 when empty)."""
+        return 0 if self.crop is None else int(self.crop.max())
+
     def dense(self) -> np.ndarray:
         """The whole ``(H, W)`` uint8 plane (a new, writeable array)."""
         out = np.zeros(self.shape, np.uint8)
@@ -696,7 +702,8 @@ def read_index_png(path: str | os.PathLike[str]) -> np.ndarray:
 def read_index_png_boxed(path: str | os.PathLike[str]) -> BoxedPlane:
     """:func:`read_index_png` as a :class:`BoxedPlane` (the scorer's way: no full-frame arrays)."""
     try:
-        boxed = decode_plane_png_boxed(Path(path).read_bytes())
+        with open(path, "rb") as f:
+            boxed = decode_plane_png_boxed(f.read())
     except OSError:
         boxed = None  # _open says what is wrong
     if boxed is not None:
