@@ -13,8 +13,8 @@ interleaved with vostool's runs. It reads DAVIS 2017's layout, so it gets a copy
 that layout: ``ImageSets/2017/val.txt`` and annotations stored as object ids (0/1 palette PNGs;
 it would read DAVIS 2016's 0/255 files as void everywhere), the images linked. Both score the
 same predictions; their J&F must agree. Without ``--official`` the ratio is computed against
-``--official-fps`` (59: 23.3 s on these 1,376 frames, between the medians of two 5-run
-measurements, 22.7 and 23.8 s, on a 2-core machine).
+``--official-fps`` (64.6: 21.3 s on these 1,376 frames, the median of 5 runs on a 2-core machine
+on 2026-12-01; two other measurements that day gave 20.4 and 21.8 s, earlier days 22.7-23.8 s).
 
     python benchmarks/score_process.py --root ../shared/data/davis16-480p --runs 3
     python benchmarks/score_process.py --root ../shared/data/davis16-480p --tree . --tree /work/main   # compare checkouts
@@ -121,7 +121,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--official", type=Path, default=None, help="a checkout of davis2017-evaluation (runs it for the ratio)")
     ap.add_argument("--official-python", default=sys.executable, help="the Python that has the official toolkit's requirements")
-    ap.add_argument("--official-fps", type=float, default=1376 / 23.3, help="the official toolkit's frames/s when it is not run")
+    ap.add_argument("--official-fps", type=float, default=1376 / 21.3, help="the official toolkit's frames/s when it is not run")
     args = ap.parse_args()
     trees = [t.resolve() for t in (args.tree or [HERE.parent])]
     official_dir = args.official.resolve() if args.official is not None else None

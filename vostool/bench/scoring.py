@@ -17,7 +17,7 @@ Rules (the official semi-supervised evaluation, with its gaps filled):
 
 Workers: with a method running in this process (``vostool bench`` without ``--eval-only``)
 sequences are scored in threads beside it: the work of a frame (PNG inflation and row
-unfiltering, :func:`vostool.io.masks.decode_plane_png_boxed`; OpenCV's counting and gradients,
+unfiltering, :func:`vostool.io.masks.decode_plane_png_boxed`; OpenCV's counting and XORs,
 numpy's bit-packed dilations) mostly runs with the GIL released. Scoring alone (:func:`evaluate`) uses processes
 forked from this one on Linux: they start in milliseconds with numpy and OpenCV already
 imported, and the Python glue between those calls no longer queues on one GIL (1.5x -> 1.9x

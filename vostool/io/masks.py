@@ -585,13 +585,6 @@ class BoxedPlane:
         return out
 
 
-def decode_plane_png(data: bytes) -> np.ndarray | None:
-    """The ``(H, W)`` uint8 samples of an 8-bit grey or palette PNG, or None for any other PNG
-    (:func:`decode_plane_png_boxed`, made dense)."""
-    boxed = decode_plane_png_boxed(data)
-    return None if boxed is None else boxed.dense()
-
-
 def decode_plane_png_boxed(data: bytes) -> BoxedPlane | None:
     """The samples of an 8-bit grey or palette PNG inside the tight box of the nonzero ones, or
     None for any other PNG.
