@@ -14,9 +14,9 @@ Definitions (numbers equal the official semi-supervised evaluation bit for bit):
   bin edges never wrap around, so Decay stays right for sequences longer than 256 frames.
 
 Speed: per object, every operation runs on bounding-box crops (masks arrive as
-:class:`~vostool.io.masks.BoxedPlane`, see :func:`score_pairs`); boundaries are one OpenCV
-morphological gradient, counting is ``cv2.countNonZero``; the boundary matching of many frames
-is one bit-packed disk dilation (:func:`boundary_matches`, :func:`dilate_disk_bits`).
+:class:`~vostool.io.masks.BoxedPlane`, see :func:`score_pairs`); boundaries are XORs of
+shifted views, counting is ``cv2.countNonZero``; the boundary matching of several frames is
+one bit-packed disk dilation (:func:`boundary_matches`, :func:`dilate_disk_bits`).
 """
 
 from __future__ import annotations

@@ -542,7 +542,7 @@ Box = tuple[int, int, int, int]
 """``(x0, y0, x1, y1)``: a rectangle of a plane, exclusive ends."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class BoxedPlane:
     """An ``(H, W)`` uint8 plane kept as the samples inside a box, every sample outside it 0.
 
