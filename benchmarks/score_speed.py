@@ -146,7 +146,8 @@ def main() -> None:
             )
             print(
                 f"  at these rates 1,376 frames of this size (DAVIS 2016 val) take {1376 * med / n:.2f} s "
-                f"({args.workers} workers; the official toolkit takes about 36 s)"
+                f"({args.workers} workers, scoring only; whole process, start-up included, against the official toolkit: "
+                "benchmarks/score_process.py)"
             )
             if args.verify:
                 t0 = time.perf_counter()
