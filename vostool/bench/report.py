@@ -17,15 +17,16 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from rich.console import Console
-from rich.table import Table
 
 from ..errors import OutputError
 from ..io.atomic import atomic_path, write_text_atomic
 from .scoring import GLOBAL_COLUMNS, BenchResult
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def _fmt(x: float) -> str:
@@ -133,6 +134,8 @@ def write_reports(
 
 def print_table(result: BenchResult, console: Console) -> None:
     """Per-sequence table (mean over the sequence's objects, timings) and the global numbers."""
+    from rich.table import Table
+
     has_method = any(s.method is not None for s in result.sequences)
     t = Table(title=f"{result.dataset} {result.split}", title_justify="left")
     for col in ("Sequence", "Obj", "Frames", "J-Mean", "F-Mean", "J&F"):

@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from ..errors import InputError
 from ..io.masks import VOID_ID
@@ -53,6 +52,8 @@ class VideoSequence:
 
 
 def _read_rgb(path: Path) -> np.ndarray:
+    from PIL import Image  # here, not at import: the benchmark's scorer imports this package and never needs PIL
+
     with Image.open(path) as img:
         return np.asarray(img.convert("RGB"), dtype=np.uint8)
 
@@ -61,6 +62,8 @@ def _resize_pair(img: np.ndarray, lab: np.ndarray, height: int) -> tuple[np.ndar
     h, w = lab.shape
     if h == height:
         return img, lab
+    from PIL import Image
+
     new_w = max(1, round(w * height / h))
     img = np.asarray(Image.fromarray(img).resize((new_w, height), Image.BILINEAR))
     lab = np.asarray(Image.fromarray(lab).resize((new_w, height), Image.NEAREST))

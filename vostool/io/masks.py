@@ -40,13 +40,16 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-from PIL import Image
 
 from ..errors import InputError
 from .atomic import write_bytes_atomic
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 VOID_ID = 255
 MAX_OBJECTS = 254
@@ -164,6 +167,8 @@ def ids_from_array(ids: object, *, what: str = "mask") -> IndexMask:
 
 
 def _open(path: str | os.PathLike[str]) -> Image.Image:
+    from PIL import Image  # here: the scorer's fast path never needs PIL, and it takes 7 ms to import
+
     p = Path(path)
     if not p.exists():
         raise InputError(f"mask file not found: {p}")
