@@ -268,3 +268,15 @@ def test_many_frames_in_one_call_score_like_one_frame_at_a_time() -> None:
     j, f = score_pairs(pairs, 2)
     assert np.array_equal(np.stack([j, f], axis=1), np.concatenate(alone))
     assert np.array_equal(np.stack([j, f], axis=1), np.array(ref))
+
+
+def test_popcounts_without_numpy_2(monkeypatch: pytest.MonkeyPatch) -> None:
+    """numpy < 2 has no ``bitwise_count``: the table lookup counts the same bits."""
+    from vostool.bench.metrics import _row_popcounts
+
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 2**63, (7, 5), dtype=np.uint64) | np.uint64(1 << 63)
+    expected = np.array([sum(bin(int(v)).count("1") for v in row) for row in x])
+    assert np.array_equal(_row_popcounts(x), expected)
+    monkeypatch.delattr(np, "bitwise_count", raising=False)
+    assert np.array_equal(_row_popcounts(x), expected)
