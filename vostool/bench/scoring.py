@@ -44,7 +44,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ..datasets import Dataset, SequenceInfo, binary_ids, read_annotation, read_annotation_boxed
+from ..datasets import Dataset, SequenceInfo, binary_ids, read_annotation_boxed
 from ..errors import InputError
 from ..io.masks import VOID_ID, BoxedPlane, read_index_png_boxed
 from .metrics import ObjectPair, Stats, boundary_radius, object_pairs, score_pairs, statistics
@@ -215,8 +215,7 @@ def score_sequence(task: ScoreTask) -> SequenceResult:
         raise InputError(f"no predictions for sequence {task.name}: folder {res} not found (score a subset with --sequences)")
     stems = list(task.annotated)
     if task.objects is None:
-        first = read_annotation(ann / f"{stems[0]}.png", task.binary)
-        n = 1 if task.binary else int(first.max())
+        n = 1 if task.binary else read_annotation_boxed(ann / f"{stems[0]}.png", False).top
         objects = [(k, stems[0]) for k in range(1, n + 1)]
         scored = stems[1:-1]
     else:

@@ -281,7 +281,7 @@ def _bench(
     from ..bench.report import global_csv, print_table, write_reports
 
     paths = write_reports(result, output or results, settings, json_path=json_path)
-    if not console.quiet:  # a quiet console would still lay the table out
+    if not console.quiet:  # (laying the table out would import rich for nothing)
         print_table(result, console)
     console.print(f"reports: {paths['global']}, {paths['per_sequence']}, {paths['json']}")
     click.echo(global_csv(result), nl=False)

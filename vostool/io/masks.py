@@ -694,21 +694,28 @@ def read_index_png(path: str | os.PathLike[str]) -> np.ndarray:
     :func:`read_mask` (colours to ids). 8-bit grey and palette files are decoded by
     :func:`decode_plane_png_boxed`, others by PIL.
     """
-    return read_index_png_boxed(path).dense()
+    boxed = _decode_file(path)
+    return _read_through_pil(path) if boxed is None else boxed.dense()
 
 
 def read_index_png_boxed(path: str | os.PathLike[str]) -> BoxedPlane:
     """:func:`read_index_png` as a :class:`BoxedPlane` (the scorer's way: no full-frame arrays)."""
+    boxed = _decode_file(path)
+    return BoxedPlane.of(_read_through_pil(path)) if boxed is None else boxed
+
+
+def _decode_file(path: str | os.PathLike[str]) -> BoxedPlane | None:
     try:
         with open(path, "rb") as f:
-            boxed = decode_plane_png_boxed(f.read())
+            return decode_plane_png_boxed(f.read())
     except OSError:
-        boxed = None  # _open says what is wrong
-    if boxed is not None:
-        return boxed
+        return None  # _open says what is wrong
+
+
+def _read_through_pil(path: str | os.PathLike[str]) -> np.ndarray:
     img = _open(path)
     if img.mode in ("P", "L"):
-        return BoxedPlane.of(np.array(img, dtype=np.uint8))
+        return np.array(img, dtype=np.uint8)
     if img.mode == "1":
-        return BoxedPlane.of(np.array(img, dtype=np.uint8) * 255)
-    return BoxedPlane.of(read_mask(path).ids)
+        return np.array(img, dtype=np.uint8) * 255
+    return read_mask(path).ids
